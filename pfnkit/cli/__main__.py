@@ -1,0 +1,3 @@
+from pfnkit.cli import main
+
+main()

@@ -1,0 +1,248 @@
+"""The typer application: ``pfnkit train-prior`` and ``pfnkit info``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from pfnkit.exceptions import PfnkitError
+
+app = typer.Typer(
+    name="pfnkit",
+    help="Train and use prior-fitted networks (PFNs).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+DEBUG = False
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn pfnkit errors into one red line and exit code 1 (tracebacks with --debug)."""
+    try:
+        yield
+    except PfnkitError as e:
+        if DEBUG:
+            raise
+        err.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("train-prior")
+def train_prior(
+    prior_or_recipe: Annotated[
+        str | None,
+        typer.Argument(help="A prior name (gp, bnn, ...) or a recipe file (priors/gp.toml)."),
+    ] = None,
+    prior: Annotated[str | None, typer.Option(help="Prior name, if no recipe is given.")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Run directory (default runs/<prior>).")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps in all.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Datasets per step.")] = None,
+    rows: Annotated[int | None, typer.Option(help="Rows per dataset.")] = None,
+    max_context: Annotated[
+        int | None, typer.Option(help="Most context rows (default rows - rows // 8).")
+    ] = None,
+    features: Annotated[int | None, typer.Option(help="Largest feature count.")] = None,
+    d_model: Annotated[int | None, typer.Option(help="Model width.")] = None,
+    n_layers: Annotated[int | None, typer.Option(help="Transformer layers.")] = None,
+    n_heads: Annotated[int | None, typer.Option(help="Attention heads.")] = None,
+    d_ffn: Annotated[int | None, typer.Option(help="FFN hidden width.")] = None,
+    ffn: Annotated[str | None, typer.Option(help="FFN block (mlp, glu, ...).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or auto.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train a PFN on a prior (or a mixture) and write checkpoints to --out."""
+    with user_errors():
+        import torch
+
+        from pfnkit.exceptions import InvalidConfigError
+        from pfnkit.train import Trainer
+        from pfnkit.train.recipe import load_recipe, make_run
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        model_o = _given(
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            d_ffn=d_ffn,
+            ffn=ffn,
+            n_features=features,
+        )
+        train_o = _given(
+            steps=steps,
+            batch_size=batch_size,
+            rows=rows,
+            max_context=max_context,
+            lr=lr,
+            seed=seed,
+            device=device,
+            precision=precision,
+            checkpoint_every=checkpoint_every,
+        )
+        if resume is not None:
+            if prior_or_recipe is not None or prior is not None:
+                raise InvalidConfigError(
+                    "--resume continues a run with its own prior; drop the prior/recipe argument."
+                )
+            if out_dir is not None and out_dir != resume:
+                raise InvalidConfigError(
+                    "--resume writes to the run it continues; drop --out (or make it equal)."
+                )
+            trainer = Trainer.resume(resume, model_overrides=model_o, train_overrides=train_o)
+        else:
+            source = prior_or_recipe or prior
+            if source is None:
+                raise InvalidConfigError(
+                    "Give a prior name or recipe file, e.g. `pfnkit train-prior --prior gp` or "
+                    "`pfnkit train-prior priors/gp.toml`, or --resume RUN_DIR."
+                )
+            is_file = source.endswith(".toml") or Path(source).is_file()
+            recipe = load_recipe(source) if is_file else {"prior": {"name": source}}
+            p, model_cfg, train_cfg = make_run(recipe, model=model_o, train=train_o)
+            if out_dir is None:
+                out_dir = Path("runs") / (Path(source).stem if is_file else source)
+            trainer = Trainer(p, model_cfg, train_cfg, out_dir, overwrite=overwrite)
+        _train_with_progress(trainer, quiet)
+
+
+def _given(**kwargs: Any) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _train_with_progress(trainer: Any, quiet: bool) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    tc, mc = trainer.train_config, trainer.model_config
+    if trainer.dist.is_main:
+        what = "Resuming" if trainer.step else "Training"
+        err.print(
+            f"{what} {mc.task} PFN ({trainer.model.n_params:,} params, d_model {mc.d_model}, "
+            f"{mc.n_layers} layers, ffn {mc.ffn}) on prior '{getattr(trainer.prior, 'name', '?')}'"
+            f" -> {trainer.out_dir} [step {trainer.step}/{tc.steps}, {trainer.device}"
+            f"{', bf16' if trainer.bf16 else ''}"
+            f"{f', {trainer.dist.world_size} ranks' if trainer.dist.enabled else ''}]",
+            highlight=False,
+            markup=False,
+        )
+    show = trainer.dist.is_main and not quiet
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:.1f} steps/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not show,
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task(
+            "train", total=tc.steps, completed=trainer.step, loss=trainer.last_loss, rate=0.0
+        )
+
+        def update(info: Any) -> None:
+            progress.update(
+                task,
+                completed=info.step,
+                loss=info.loss,
+                rate=info.datasets_per_s
+                / (tc.batch_size * tc.accumulate * trainer.dist.world_size),
+            )
+
+        result = trainer.run(update)
+    if trainer.dist.is_main:
+        state = "Stopped (interrupted)" if trainer.interrupted else "Done"
+        err.print(
+            f"{state} at step {result['step']}/{tc.steps}, loss {result['loss']:.4f}, "
+            f"{result['wall_time'] / 60:.1f} min of training. Checkpoint: "
+            f"{trainer.out_dir}/checkpoint.pt",
+            highlight=False,
+            markup=False,
+        )
+        if trainer.interrupted:
+            err.print(
+                f"Continue with: pfnkit train-prior --resume {trainer.out_dir}",
+                highlight=False,
+                markup=False,
+            )
+            raise typer.Exit(130)
+
+
+@app.command("info")
+def info(
+    path: Annotated[Path, typer.Argument(help="Run directory, .pt or .safetensors file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the card as JSON.")] = False,
+) -> None:
+    """Show a checkpoint's card: prior, model, training, step and metrics."""
+    with user_errors():
+        from pfnkit.train.checkpoint import card_of, read_checkpoint
+
+        data = read_checkpoint(path)
+        card = card_of(data)
+        card["n_params"] = int(
+            sum(v.numel() for k, v in data["state_dict"].items() if not k.endswith("borders"))
+        )
+        if as_json:
+            out.print_json(json.dumps(card))
+            return
+        m, t, met = (
+            card.get("model_config", {}),
+            card.get("train_config", {}),
+            card.get("metrics", {}),
+        )
+        lines = [
+            f"checkpoint   {path}",
+            f"format       {card.get('format_version')} (pfnkit {card.get('pfnkit_version')})",
+            f"prior        {json.dumps(card.get('prior'))}",
+            f"model        {m.get('task')}, d_model {m.get('d_model')}, "
+            f"{m.get('n_layers')} layers, "
+            f"{m.get('n_heads')} heads, ffn {m.get('ffn')}, {m.get('n_features')} features, "
+            f"{card['n_params']:,} params",
+            f"training     step {card.get('step')}/{t.get('steps')}, batch {t.get('batch_size')}, "
+            f"rows {t.get('rows')}, lr {t.get('lr')}, seed {t.get('seed')}, "
+            f"world size {card.get('world_size', 1)}",
+            f"metrics      loss {met.get('loss', float('nan')):.4f}, "
+            f"{met.get('wall_time', 0.0) / 60:.1f} min, {met.get('datasets_seen', 0):,} datasets",
+            f"resumable    {'yes' if 'optimizer' in data else 'no (weights only)'}",
+        ]
+        out.print("\n".join(lines), highlight=False, soft_wrap=True, markup=False)
+
+
+def run() -> None:
+    """Entry point: ``--debug`` anywhere on the line shows tracebacks."""
+    global DEBUG
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+        DEBUG = True
+    app()

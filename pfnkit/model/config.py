@@ -1,0 +1,104 @@
+"""PFNConfig: every number that decides the shape of a PFN, round-trippable to a dict."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from pfnkit.exceptions import InvalidConfigError
+from pfnkit.priors._base import Task
+from pfnkit.registry import closest
+
+
+@dataclass(frozen=True)
+class PFNConfig:
+    """Architecture of a PFN transformer.
+
+    Args:
+        task: "regression" (bar-distribution head) or "classification".
+        n_features: largest number of input features; fewer are zero-padded and rescaled.
+        d_model: width of the residual stream.
+        n_layers: transformer layers.
+        n_heads: attention heads; must divide d_model.
+        d_ffn: hidden width of the FFN blocks (default 2 * d_model).
+        ffn: FFN block name from ``FFN_BLOCKS`` ("mlp", "glu", ...).
+        ffn_options: typed options passed to the FFN block constructor.
+        n_classes: largest class count (classification).
+        n_bars: buckets of the bar-distribution head (regression).
+        dropout: dropout on attention and FFN outputs.
+        attention: attention backend from ``ATTENTION_BACKENDS`` ("sdpa", "math").
+    """
+
+    task: Task = "regression"
+    n_features: int = 1
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    d_ffn: int | None = None
+    ffn: str = "mlp"
+    ffn_options: dict[str, Any] = field(default_factory=dict)
+    n_classes: int = 10
+    n_bars: int = 1000
+    dropout: float = 0.0
+    attention: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        if self.task not in ("regression", "classification"):
+            raise InvalidConfigError(
+                f"PFNConfig.task must be 'regression' or 'classification'. Got {self.task!r}."
+            )
+        for name in ("n_features", "d_model", "n_layers", "n_heads"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InvalidConfigError(f"PFNConfig.{name} must be an int >= 1. Got {v!r}.")
+        if self.d_model % self.n_heads:
+            raise InvalidConfigError(
+                f"PFNConfig.n_heads must divide d_model. Got d_model={self.d_model}, "
+                f"n_heads={self.n_heads}; try n_heads={_divisor_near(self.d_model, self.n_heads)}."
+            )
+        if self.d_ffn is not None and self.d_ffn < 1:
+            raise InvalidConfigError(f"PFNConfig.d_ffn must be >= 1. Got {self.d_ffn}.")
+        if self.n_classes < 2:
+            raise InvalidConfigError(f"PFNConfig.n_classes must be >= 2. Got {self.n_classes}.")
+        if self.n_bars < 2:
+            raise InvalidConfigError(f"PFNConfig.n_bars must be >= 2. Got {self.n_bars}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise InvalidConfigError(f"PFNConfig.dropout must be in [0, 1). Got {self.dropout}.")
+        from pfnkit.model.attend import ATTENTION_BACKENDS
+        from pfnkit.model.ffn import FFN_BLOCKS
+
+        FFN_BLOCKS.get(self.ffn)  # unknown names fail here, listing the known ones
+        ATTENTION_BACKENDS.get(self.attention)
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.d_ffn if self.d_ffn is not None else 2 * self.d_model
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes if self.task == "classification" else self.n_bars
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PFNConfig:
+        return cls(**check_fields(cls, d, "model"))
+
+
+def _divisor_near(n: int, k: int) -> int:
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: abs(d - k))
+
+
+def check_fields(cls: Any, d: dict[str, Any], section: str) -> dict[str, Any]:
+    """Return ``d`` if every key is a field of dataclass ``cls``; else name the bad one."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in d:
+        if key not in names:
+            hint = closest(key, names)
+            raise InvalidConfigError(
+                f"Unknown field {key!r} in [{section}]. Allowed: {', '.join(names)}."
+                + (f" Did you mean {hint!r}?" if hint else "")
+            )
+    return dict(d)

@@ -1,0 +1,175 @@
+"""The PFN transformer with train/test-split attention.
+
+Every row attends to the context rows only (queries for all N rows, keys and values for
+the first Nc), so test rows never see each other and no positional encoding exists:
+permuting context rows leaves predictions unchanged.
+
+Shape legend: B batch, N rows, Nc context rows, M = N - Nc test rows, F features,
+H heads, D head dim, E d_model, K outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pfnkit.exceptions import InvalidConfigError
+from pfnkit.model.attend import attend
+from pfnkit.model.config import PFNConfig
+from pfnkit.model.encoders import FeatureEncoder, TargetEncoder
+from pfnkit.model.ffn import FFNBlock, build_ffn
+from pfnkit.model.heads import BarDistribution, classification_loss, mask_classes
+
+
+class SplitAttention(nn.Module):
+    """Multi-head attention whose keys and values come from the context rows only."""
+
+    def __init__(self, d_model: int, n_heads: int, backend: str, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.backend = backend
+        self.dropout = dropout
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, h: torch.Tensor, n_ctx: int) -> torch.Tensor:
+        b, n, e = h.shape
+        hd = e // self.n_heads
+        q = self.q(h).view(b, n, self.n_heads, hd).transpose(1, 2)  # (B, H, N, D)
+        kv = self.kv(h[:, :n_ctx]).view(b, n_ctx, 2, self.n_heads, hd)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, Nc, D)
+        p = self.dropout if self.training else 0.0
+        o = attend(q, k, v, backend=self.backend, dropout_p=p)  # (B, H, N, D)
+        return self.out(o.transpose(1, 2).reshape(b, n, e))
+
+
+class PFNLayer(nn.Module):
+    """Pre-norm layer: h + attn(norm(h)), then h + ffn(norm(h))."""
+
+    def __init__(self, config: PFNConfig) -> None:
+        super().__init__()
+        e = config.d_model
+        self.norm1 = nn.LayerNorm(e)
+        self.attn = SplitAttention(e, config.n_heads, config.attention, config.dropout)
+        self.norm2 = nn.LayerNorm(e)
+        self.ffn: FFNBlock = build_ffn(config.ffn, e, config.ffn_dim, config.ffn_options)
+        self.drop = nn.Dropout(config.dropout)
+        # residual branches start at zero: a fresh stack is the identity (stable early steps)
+        nn.init.zeros_(self.attn.out.weight)
+        nn.init.zeros_(self.attn.out.bias)
+        self.ffn.zero_init_output()
+
+    def forward(self, h: torch.Tensor, n_ctx: int) -> torch.Tensor:
+        h = h + self.drop(self.attn(self.norm1(h), n_ctx))
+        return h + self.drop(self.ffn(self.norm2(h)))
+
+
+class PFN(nn.Module):
+    """A prior-fitted network.
+
+    Args:
+        config: the architecture.
+        borders: (n_bars + 1,) bucket borders of the bar-distribution head (regression).
+    """
+
+    def __init__(self, config: PFNConfig, borders: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.config = config
+        e = config.d_model
+        self.x_encoder = FeatureEncoder(config.n_features, e)
+        self.y_encoder = TargetEncoder(config.task, e, config.n_classes)
+        self.layers = nn.ModuleList(PFNLayer(config) for _ in range(config.n_layers))
+        self.norm = nn.LayerNorm(e)
+        self.decoder = nn.Sequential(
+            nn.Linear(e, 2 * e), nn.GELU(), nn.Linear(2 * e, config.n_outputs)
+        )
+        self.bar_distribution: BarDistribution | None = None
+        if config.task == "regression":
+            if borders is None:
+                # placeholder borders; a trained checkpoint's borders replace them on load
+                borders = torch.linspace(-3, 3, config.n_bars + 1)
+            if borders.numel() != config.n_bars + 1:
+                raise InvalidConfigError(
+                    f"borders must have n_bars + 1 = {config.n_bars + 1} entries. "
+                    f"Got {borders.numel()}."
+                )
+            self.bar_distribution = BarDistribution(borders)
+
+    def forward(
+        self, x: torch.Tensor, y_ctx: torch.Tensor, *, n_features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Predict the rows after the context.
+
+        Args:
+            x: (B, N, F) features of the context rows followed by the test rows.
+            y_ctx: (B, Nc) targets of the context rows (Nc < N).
+            n_features: (B,) features used per dataset (default: all F).
+
+        Returns:
+            (B, M, K) logits for the M = N - Nc test rows.
+        """
+        n_ctx = y_ctx.shape[1]
+        if x.dim() != 3 or y_ctx.dim() != 2 or y_ctx.shape[0] != x.shape[0]:
+            raise InvalidConfigError(
+                f"PFN expects x (B, N, F) and y_ctx (B, Nc). Got x {tuple(x.shape)}, "
+                f"y_ctx {tuple(y_ctx.shape)}."
+            )
+        if not 0 < n_ctx < x.shape[1]:
+            raise InvalidConfigError(
+                f"PFN needs 1 <= Nc < N context rows. Got Nc={n_ctx} with N={x.shape[1]}."
+            )
+        h = self.x_encoder(x, n_features)  # (B, N, E)
+        h = torch.cat([h[:, :n_ctx] + self.y_encoder(y_ctx), h[:, n_ctx:]], dim=1)
+        for layer in self.layers:
+            h = layer(h, n_ctx)
+        return self.decoder(self.norm(h[:, n_ctx:]))  # (B, M, K)
+
+    def loss(self, batch: Any) -> torch.Tensor:
+        """Mean per-test-row loss on a Batch: cross-entropy or bar-distribution NLL."""
+        sep = batch.single_eval_pos
+        logits = self(batch.x, batch.y[:, :sep], n_features=batch.n_features)
+        return self.loss_from_logits(logits, batch)
+
+    def loss_from_logits(self, logits: torch.Tensor, batch: Any) -> torch.Tensor:
+        """Mean loss of (B, M, K) logits against the batch's test-row targets."""
+        target = batch.target_y[:, batch.single_eval_pos :]
+        if self.config.task == "classification":
+            losses = classification_loss(logits, target, batch.n_classes)
+        else:
+            assert self.bar_distribution is not None
+            losses = self.bar_distribution.nll(logits, target)
+        return losses.mean()
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """Sum of auxiliary losses the FFN blocks stored during the last forward."""
+        parts: list[torch.Tensor] = []
+        for layer in self.layers:
+            aux = layer.ffn.aux_loss  # type: ignore[union-attr]
+            if isinstance(aux, torch.Tensor):
+                parts.append(aux)
+        return torch.stack(parts).sum() if parts else None
+
+    def predict_proba(
+        self, x: torch.Tensor, y_ctx: torch.Tensor, n_classes: int | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Class probabilities (B, M, C) with classes >= n_classes masked out."""
+        logits = self(x, y_ctx)
+        if n_classes is not None:
+            nc = torch.as_tensor(n_classes, device=logits.device).expand(logits.shape[0])
+            logits = mask_classes(logits, nc)
+        return F.softmax(logits.float(), dim=-1)
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"task={c.task}, d_model={c.d_model}, n_layers={c.n_layers}, n_heads={c.n_heads}, "
+            f"ffn={c.ffn}, params={self.n_params:,}"
+        )

@@ -1,0 +1,125 @@
+"""Priors: distributions over datasets that PFNs are trained on.
+
+``PRIORS`` maps a name to a prior class; ``build_prior`` turns a recipe table (a dict, as
+read from TOML) into a prior and ``prior_to_dict`` turns it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pfnkit.exceptions import InvalidConfigError
+from pfnkit.priors._base import (
+    Batch,
+    BatchShape,
+    Choice,
+    LogUniform,
+    Prior,
+    Uniform,
+    hyperprior_from_dict,
+    hyperprior_to_dict,
+    step_generator,
+    step_seed,
+)
+from pfnkit.priors.bnn import BNNPrior
+from pfnkit.priors.gp import GPPrior
+from pfnkit.priors.mixture import MixturePrior
+from pfnkit.registry import Registry, closest
+
+PRIORS: Registry[type] = Registry("prior")
+PRIORS.register("gp", GPPrior)
+PRIORS.register("bnn", BNNPrior)
+PRIORS.register("mixture", MixturePrior)
+
+__all__ = [
+    "PRIORS",
+    "Batch",
+    "BatchShape",
+    "BNNPrior",
+    "Choice",
+    "GPPrior",
+    "LogUniform",
+    "MixturePrior",
+    "Prior",
+    "Uniform",
+    "build_prior",
+    "prior_to_dict",
+    "step_generator",
+    "step_seed",
+]
+
+
+def prior_to_dict(prior: Any) -> dict[str, Any]:
+    """The recipe table of a prior: ``{"name": ..., field: value, ...}``."""
+    if isinstance(prior, MixturePrior):
+        out: dict[str, Any] = {
+            "name": "mixture",
+            "components": [prior_to_dict(c) for c in prior.components],
+        }
+        if prior.weights is not None:
+            out["weights"] = list(prior.weights)
+        return out
+    out = {"name": type(prior).name}
+    for f in dataclasses.fields(prior):
+        out[f.name] = hyperprior_to_dict(getattr(prior, f.name))
+    return out
+
+
+def build_prior(recipe: dict[str, Any] | str) -> Any:
+    """Build a prior from its name or recipe table; misspelled fields fail loudly."""
+    if isinstance(recipe, str):
+        recipe = {"name": recipe}
+    recipe = dict(recipe)
+    if "name" not in recipe:
+        raise InvalidConfigError(
+            f"A prior recipe needs a 'name' (one of {', '.join(PRIORS.names())}). "
+            f"Got fields {sorted(recipe)}."
+        )
+    name = recipe.pop("name")
+    cls = PRIORS.get(str(name))
+    if cls is MixturePrior:
+        comps = recipe.pop("components", None)
+        weights = recipe.pop("weights", None)
+        if recipe:
+            raise InvalidConfigError(
+                f"Unknown field(s) {sorted(recipe)} for prior 'mixture'; it takes "
+                "'components' and 'weights'."
+            )
+        if not isinstance(comps, list) or not comps:
+            raise InvalidConfigError(
+                "Prior 'mixture' needs 'components', a list of prior tables "
+                "([[prior.components]] in TOML)."
+            )
+        return MixturePrior(
+            tuple(build_prior(c) for c in comps),
+            None if weights is None else tuple(float(w) for w in weights),
+        )
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in recipe.items():
+        if key not in fields:
+            hint = closest(key, list(fields))
+            raise InvalidConfigError(
+                f"Unknown field {key!r} for prior {name!r}. Allowed: {', '.join(fields)}."
+                + (f" Did you mean {hint!r}?" if hint else "")
+            )
+        default = fields[key].default
+        if isinstance(default, bool | int | str) and not isinstance(default, float):
+            if type(value) is not type(default) and not (
+                isinstance(default, int) and isinstance(value, int)
+            ):
+                raise InvalidConfigError(
+                    f"Field {key!r} of prior {name!r} must be a {type(default).__name__}. "
+                    f"Got {value!r}."
+                )
+        elif isinstance(value, bool) or not isinstance(value, int | float | dict):
+            raise InvalidConfigError(
+                f"Field {key!r} of prior {name!r} must be a number or a hyperprior such as "
+                f"{{log_uniform = [0.1, 1.0]}}. Got {value!r}."
+            )
+        kwargs[key] = hyperprior_from_dict(key, value)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # e.g. a hyperprior where an int is required
+        raise InvalidConfigError(f"Invalid recipe for prior {name!r}: {e}") from None

@@ -1,0 +1,177 @@
+"""Checkpoints: plain dicts of tensors and primitives, written atomically.
+
+A run directory holds ``checkpoint.pt`` (weights, configs, step, metrics and, for resume,
+the optimizer state) and ``metrics.jsonl``. Files load with
+``torch.load(path, weights_only=True)``; no module is ever pickled. Weights can also be
+exported to safetensors with the configs as JSON metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pfnkit._version import __version__
+from pfnkit.exceptions import CheckpointError
+
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+REQUIRED_KEYS = ("format_version", "model_config", "state_dict", "step")
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it over.
+
+    A crash at any moment leaves either the old file or the new one, never a mix.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Atomically save a checkpoint dict (adds format and library versions)."""
+    path = Path(path)
+    if path.suffix != ".pt":
+        path = path / CHECKPOINT_NAME
+    data = {"format_version": FORMAT_VERSION, "pfnkit_version": __version__, **payload}
+    atomic_write(path, lambda f: torch.save(data, f))
+    return path
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A run directory, a .pt file or a .safetensors file -> the file to read."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / CHECKPOINT_NAME
+    if not p.is_file():
+        raise CheckpointError(
+            f"No checkpoint at '{path}': expected a run directory holding {CHECKPOINT_NAME}, "
+            "a .pt file or a .safetensors file. Train one with `pfnkit train-prior`."
+        )
+    return p
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and check a checkpoint dict (from .pt or .safetensors)."""
+    p = resolve_path(path)
+    if p.suffix == ".safetensors":
+        return _read_safetensors(p)
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle, not a torch file...
+        raise CheckpointError(
+            f"Checkpoint '{p}' is corrupt or truncated and cannot be read ({type(e).__name__}). "
+            "Use an earlier copy or retrain."
+        ) from None
+    return _check(data, p)
+
+
+def _check(data: Any, p: Path) -> dict[str, Any]:
+    if not isinstance(data, dict) or any(k not in data for k in REQUIRED_KEYS):
+        missing = [k for k in REQUIRED_KEYS if not isinstance(data, dict) or k not in data]
+        raise CheckpointError(f"'{p}' is not a pfnkit checkpoint (missing {missing}).")
+    fv = data["format_version"]
+    if not isinstance(fv, int) or fv > FORMAT_VERSION:
+        raise CheckpointError(
+            f"Checkpoint '{p}' has format_version {fv} (written by pfnkit "
+            f"{data.get('pfnkit_version', '?')}); this pfnkit {__version__} reads up to "
+            f"format {FORMAT_VERSION}. Upgrade pfnkit to load it."
+        )
+    return data
+
+
+def export_safetensors(path: str | Path, out: str | Path) -> Path:
+    """Write a checkpoint's weights as safetensors with its configs as JSON metadata."""
+    from safetensors.torch import save
+
+    data = read_checkpoint(path)
+    meta = {
+        k: json.dumps(v)
+        for k, v in data.items()
+        if k not in ("state_dict", "optimizer", "rng_state")
+    }
+    tensors = {k: v.contiguous() for k, v in data["state_dict"].items()}
+    out = Path(out)
+    blob = save(tensors, metadata=meta)
+    atomic_write(out, lambda f: f.write(blob))
+    return out
+
+
+def _read_safetensors(p: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        raw = p.read_bytes()
+        tensors = load(raw)
+        n = int.from_bytes(raw[:8], "little")
+        meta = json.loads(raw[8 : 8 + n]).get("__metadata__", {})
+        data: dict[str, Any] = {k: json.loads(v) for k, v in meta.items()}
+    except (SafetensorError, ValueError, json.JSONDecodeError) as e:
+        raise CheckpointError(
+            f"Checkpoint '{p}' is corrupt or truncated and cannot be read ({type(e).__name__})."
+        ) from None
+    data["state_dict"] = tensors
+    return _check(data, p)
+
+
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Any:
+    """Load a trained PFN (eval mode) from a run directory, .pt or .safetensors file.
+
+    The returned model carries ``model.card``: prior recipe, train config, step, metrics.
+    """
+    from pfnkit.model import PFN, PFNConfig
+
+    data = read_checkpoint(path)
+    try:
+        config = PFNConfig.from_dict(data["model_config"])
+    except Exception as e:
+        raise CheckpointError(f"Checkpoint '{path}' holds an invalid model config: {e}") from None
+    state = data["state_dict"]
+    model = PFN(config, borders=state.get("bar_distribution.borders"))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"Checkpoint '{path}' weights do not match its model config: {str(e).splitlines()[0]}"
+        ) from None
+    model.card = card_of(data)  # type: ignore[assignment]
+    return model.to(device).eval()
+
+
+def card_of(data: dict[str, Any]) -> dict[str, Any]:
+    """The human-facing summary of a checkpoint (no tensors)."""
+    keys = (
+        "format_version",
+        "pfnkit_version",
+        "step",
+        "model_config",
+        "prior",
+        "train_config",
+        "metrics",
+        "world_size",
+    )
+    return {k: data[k] for k in keys if k in data}

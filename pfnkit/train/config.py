@@ -1,0 +1,120 @@
+"""TrainConfig: optimisation, batch shape and bookkeeping of a training run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pfnkit.exceptions import InvalidConfigError
+from pfnkit.model.config import check_fields
+
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Args:
+        steps: optimizer steps in all (a resumed run continues up to this number).
+        batch_size: datasets per step and per process (DDP multiplies it by the world size).
+        rows: rows per dataset (context + test).
+        min_context: fewest context rows drawn per step.
+        max_context: most context rows drawn per step (default: rows - rows // 8).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps (default: 5% of steps, at most 1,000).
+        min_lr_ratio: the cosine schedule ends at lr * min_lr_ratio.
+        grad_clip: clip the global gradient norm to this (0: no clipping).
+        accumulate: micro-batches whose gradients are summed into one step.
+        precision: "fp32", "bf16" autocast, or "auto" (bf16 on CUDA when supported).
+        seed: seeds the model init and, with the step and rank, every batch.
+        device: "cpu", "cuda", "cuda:1", ... or "auto".
+        checkpoint_every: save a checkpoint every this many steps (and at the end).
+        log_every: write a metrics line every this many steps.
+        border_samples: prior targets sampled to place the bar-distribution borders.
+    """
+
+    steps: int = 2000
+    batch_size: int = 16
+    rows: int = 256
+    min_context: int = 1
+    max_context: int | None = None
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int | None = None
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0
+    accumulate: int = 1
+    precision: Precision = "auto"
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 500
+    log_every: int = 10
+    border_samples: int = 200_000
+
+    def __post_init__(self) -> None:
+        for name in (
+            "steps",
+            "batch_size",
+            "rows",
+            "min_context",
+            "accumulate",
+            "checkpoint_every",
+            "log_every",
+            "border_samples",
+        ):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InvalidConfigError(
+                    f"The '{name}' training parameter must be an int >= 1. Got {v!r}."
+                )
+        if self.rows < 2:
+            raise InvalidConfigError(
+                f"The 'rows' training parameter must be >= 2 (one context and one test row). "
+                f"Got {self.rows}."
+            )
+        if self.context_range[1] >= self.rows:
+            raise InvalidConfigError(
+                f"rows ({self.rows}) must be larger than max_context ({self.context_range[1]}) "
+                "so that every dataset keeps at least one test row; raise --rows or lower "
+                "max_context."
+            )
+        if self.context_range[0] > self.context_range[1]:
+            raise InvalidConfigError(
+                f"min_context ({self.min_context}) must be <= max_context "
+                f"({self.context_range[1]})."
+            )
+        if not self.lr > 0:
+            raise InvalidConfigError(f"The 'lr' training parameter must be > 0. Got {self.lr}.")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise InvalidConfigError("weight_decay and grad_clip must be >= 0.")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise InvalidConfigError(f"warmup_steps must be >= 0. Got {self.warmup_steps}.")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise InvalidConfigError(f"min_lr_ratio must be in [0, 1]. Got {self.min_lr_ratio}.")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise InvalidConfigError(
+                f"precision must be 'auto', 'fp32' or 'bf16'. Got {self.precision!r}."
+            )
+
+    @property
+    def context_range(self) -> tuple[int, int]:
+        hi = (
+            self.max_context if self.max_context is not None else self.rows - max(1, self.rows // 8)
+        )
+        return self.min_context, hi
+
+    @property
+    def warmup(self) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return min(1000, max(1, self.steps // 20))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return cls(**check_fields(cls, d, "train"))

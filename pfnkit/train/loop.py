@@ -1,0 +1,389 @@
+"""The training loop: sample a batch from the prior, step AdamW, log, checkpoint, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pfnkit.exceptions import CheckpointError, InvalidConfigError
+from pfnkit.model import PFN, PFNConfig, borders_from_targets
+from pfnkit.priors import BatchShape, build_prior, prior_to_dict, step_generator
+from pfnkit.train.checkpoint import (
+    CHECKPOINT_NAME,
+    METRICS_NAME,
+    atomic_write,
+    read_checkpoint,
+    save_checkpoint,
+)
+from pfnkit.train.config import TrainConfig
+from pfnkit.train.distributed import DistInfo, barrier, init_distributed, mean_across_ranks
+from pfnkit.train.schedule import lr_at
+
+log = logging.getLogger(__name__)
+
+BORDER_STREAM = 1 << 20  # a "rank" no worker uses: border batches never collide with training
+
+
+@dataclass
+class StepInfo:
+    """What a progress callback sees after each step."""
+
+    step: int
+    steps: int
+    loss: float
+    lr: float
+    elapsed: float
+    datasets_per_s: float
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InvalidConfigError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {name!r}."
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidConfigError(
+            f"device {name!r} was requested but CUDA is not available here; use --device cpu."
+        )
+    return dev
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision == "bf16":
+        return True
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return False
+
+
+def model_config_for(prior: Any, config: PFNConfig) -> PFNConfig:
+    """Check a model config against the prior (task, classes) and fill what follows."""
+    task = prior.task
+    if config.task != task:
+        config = dataclasses.replace(config, task=task)
+    if task == "classification":
+        need = int(getattr(prior, "max_classes", config.n_classes))
+        if config.n_classes < need:
+            raise InvalidConfigError(
+                f"The prior draws up to {need} classes but the model has n_classes="
+                f"{config.n_classes}; raise n_classes to at least {need}."
+            )
+    return config
+
+
+class Trainer:
+    """Trains a PFN on a prior.
+
+    Args:
+        prior: any object with ``sample(shape, *, generator) -> Batch`` and a ``task``.
+        model_config: architecture; its ``task`` follows the prior.
+        train_config: optimisation and bookkeeping.
+        out_dir: run directory for checkpoints and metrics (None: keep in memory).
+        overwrite: allow ``out_dir`` to hold another run (it is replaced).
+    """
+
+    def __init__(
+        self,
+        prior: Any,
+        model_config: PFNConfig,
+        train_config: TrainConfig,
+        out_dir: str | Path | None = None,
+        *,
+        overwrite: bool = False,
+        _state: dict[str, Any] | None = None,
+    ) -> None:
+        self.prior = prior
+        self.train_config = train_config
+        self.model_config = model_config_for(prior, model_config)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None and _state is None and not overwrite:
+            ckpt = self.out_dir / CHECKPOINT_NAME
+            if ckpt.exists():
+                raise CheckpointError(
+                    f"'{self.out_dir}' already holds a run ({ckpt.name}). Continue it with "
+                    f"--resume {self.out_dir}, choose another --out, or pass --overwrite."
+                )
+        self.device = resolve_device(train_config.device)
+        self.dist: DistInfo = init_distributed(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.bf16 = use_bf16(train_config.precision, self.device)
+
+        torch.manual_seed(train_config.seed)
+        borders = None
+        if self.model_config.task == "regression":
+            borders = (
+                _state["state_dict"]["bar_distribution.borders"]
+                if _state is not None
+                else self._prior_borders()
+            )
+        self.model = PFN(self.model_config, borders).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=train_config.lr,
+            weight_decay=train_config.weight_decay,
+            fused=self.device.type == "cuda",
+        )
+        self.step = 0
+        self.elapsed = 0.0  # training wall time over all sessions of the run
+        self.last_loss = math.nan
+        self._stop = False
+        if _state is not None:
+            self.model.load_state_dict(_state["state_dict"])
+            self.optimizer.load_state_dict(_state["optimizer"])
+            self.step = int(_state["step"])
+            self.elapsed = float(_state.get("metrics", {}).get("wall_time", 0.0))
+            self.last_loss = float(_state.get("metrics", {}).get("loss", math.nan))
+        self._ddp: nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(self.model, device_ids=ids)
+
+    # ------------------------------------------------------------------ sampling
+
+    def _prior_borders(self) -> torch.Tensor:
+        tc = self.train_config
+        shape = self.batch_shape(tc.rows // 2)
+        per_batch = shape.batch_size * shape.n_rows
+        n_batches = max(1, math.ceil(tc.border_samples / per_batch))
+        targets = [
+            self.prior.sample(shape, generator=step_generator(tc.seed, i, BORDER_STREAM)).target_y
+            for i in range(n_batches)
+        ]
+        return borders_from_targets(
+            torch.cat([t.flatten() for t in targets]), self.model_config.n_bars
+        )
+
+    def batch_shape(self, single_eval_pos: int) -> BatchShape:
+        tc = self.train_config
+        return BatchShape(tc.batch_size, tc.rows, self.model_config.n_features, single_eval_pos)
+
+    def sample_batch(self, step: int, micro: int = 0) -> Any:
+        """The batch of (step, micro-batch) for this rank: a pure function of the seed."""
+        tc = self.train_config
+        gen = step_generator(tc.seed, step * tc.accumulate + micro, self.dist.rank)
+        lo, hi = tc.context_range
+        sep = int(torch.randint(lo, hi + 1, (1,), generator=gen))
+        return self.prior.sample(self.batch_shape(sep), generator=gen).to(self.device)
+
+    # ------------------------------------------------------------------ training
+
+    def train_step(self) -> float:
+        """One optimizer step (with gradient accumulation); returns the mean loss."""
+        tc = self.train_config
+        self.model.train()
+        lr = lr_at(
+            self.step, lr=tc.lr, steps=tc.steps, warmup=tc.warmup, min_lr_ratio=tc.min_lr_ratio
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(tc.accumulate):
+            batch = self.sample_batch(self.step, micro)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                loss = self._loss(batch)
+            (loss / tc.accumulate).backward()
+            total += float(loss.detach())
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        self.last_loss = total / tc.accumulate
+        return self.last_loss
+
+    def _loss(self, batch: Any) -> torch.Tensor:
+        # forward through the DDP wrapper (when there is one) so gradients are all-reduced
+        sep = batch.single_eval_pos
+        logits = self._ddp(batch.x, batch.y[:, :sep], n_features=batch.n_features)
+        loss = self.model.loss_from_logits(logits, batch)
+        aux = self.model.aux_loss()
+        return loss if aux is None else loss + aux
+
+    def run(self, callback: Callable[[StepInfo], None] | None = None) -> dict[str, Any]:
+        """Train up to ``train_config.steps``; checkpoint every N steps and at the end.
+
+        Ctrl-C stops after the current step and saves a checkpoint (a second Ctrl-C aborts).
+        """
+        tc = self.train_config
+        if self.out_dir is not None and self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._trim_metrics()
+        restore = self._install_sigint()
+        session_start = time.perf_counter()
+        base_elapsed = self.elapsed
+        window: list[float] = []
+        try:
+            while self.step < tc.steps and not self._stop:
+                t0 = time.perf_counter()
+                loss = self.train_step()
+                dt = time.perf_counter() - t0
+                self.elapsed = base_elapsed + time.perf_counter() - session_start
+                window.append(dt)
+                window = window[-50:]
+                rate = (
+                    tc.batch_size * tc.accumulate * self.dist.world_size * len(window) / sum(window)
+                )
+                if self.step % tc.log_every == 0 or self.step == tc.steps:
+                    loss = mean_across_ranks(loss, self.dist, self.device)
+                    self._log_metrics(loss, rate)
+                if callback is not None:
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    callback(StepInfo(self.step, tc.steps, loss, lr, self.elapsed, rate))
+                if self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
+                    self.save()
+        finally:
+            restore()
+        self.save()
+        return {"step": self.step, "loss": self.last_loss, "wall_time": self.elapsed}
+
+    # ------------------------------------------------------------------ persistence
+
+    def state(self, *, with_optimizer: bool = True) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model_config": self.model_config.to_dict(),
+            "prior": prior_to_dict(self.prior),
+            "train_config": self.train_config.to_dict(),
+            "step": self.step,
+            "world_size": self.dist.world_size,
+            "metrics": {
+                "loss": self.last_loss,
+                "wall_time": self.elapsed,
+                "datasets_seen": self.step
+                * self.train_config.batch_size
+                * self.train_config.accumulate
+                * self.dist.world_size,
+            },
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+        }
+        if with_optimizer:
+            payload["optimizer"] = self.optimizer.state_dict()
+        return payload
+
+    def save(self) -> Path | None:
+        """Write the checkpoint atomically (main rank only); returns its path."""
+        path = None
+        if self.out_dir is not None and self.dist.is_main:
+            path = save_checkpoint(self.out_dir, self.state())
+            log.info("saved %s at step %d", path, self.step)
+        barrier(self.dist)
+        return path
+
+    def _log_metrics(self, loss: float, rate: float) -> None:
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        line = {
+            "step": self.step,
+            "loss": loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "wall_time": round(self.elapsed, 3),
+            "datasets_per_s": round(rate, 2),
+        }
+        with open(self.out_dir / METRICS_NAME, "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def _trim_metrics(self) -> None:
+        """Drop metric lines past the checkpoint's step (written before a crash)."""
+        assert self.out_dir is not None
+        path = self.out_dir / METRICS_NAME
+        if not path.exists():
+            return
+        keep = []
+        for raw in path.read_text().splitlines():
+            try:
+                if json.loads(raw)["step"] <= self.step:
+                    keep.append(raw)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut short by a kill
+        text = "".join(k + "\n" for k in keep)
+        atomic_write(path, lambda f: f.write(text.encode()))
+
+    def _install_sigint(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop:
+                raise KeyboardInterrupt
+            self._stop = True
+            log.warning("interrupted: stopping after this step and saving a checkpoint")
+
+        signal.signal(signal.SIGINT, handler)
+
+        def restore() -> None:
+            signal.signal(signal.SIGINT, previous)
+
+        return restore
+
+    @property
+    def interrupted(self) -> bool:
+        return self._stop
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | Path,
+        *,
+        steps: int | None = None,
+        model_overrides: dict[str, Any] | None = None,
+        train_overrides: dict[str, Any] | None = None,
+    ) -> Trainer:
+        """Continue the run in ``run_dir``, optionally to a new total of ``steps``.
+
+        The model shape and prior cannot change; training options such as ``steps``,
+        ``lr`` or ``checkpoint_every`` can. With the same options, a resumed run reaches
+        the same parameters as one that was never interrupted.
+        """
+        state = read_checkpoint(run_dir)
+        if "optimizer" not in state:
+            raise CheckpointError(
+                f"'{run_dir}' holds weights only (no optimizer state) and cannot be resumed."
+            )
+        saved_model = PFNConfig.from_dict(state["model_config"])
+        for key, value in (model_overrides or {}).items():
+            if getattr(saved_model, key) != value:
+                raise InvalidConfigError(
+                    f"Cannot change the model's {key} when resuming (checkpoint has "
+                    f"{getattr(saved_model, key)!r}, given {value!r}). Drop the option, or "
+                    "start a new run with another --out."
+                )
+        train = TrainConfig.from_dict(state["train_config"])
+        changes = dict(train_overrides or {})
+        if steps is not None:
+            changes["steps"] = steps
+        protected = ("rows", "batch_size", "seed", "accumulate", "min_context", "max_context")
+        for key in protected:
+            if key in changes and changes[key] != getattr(train, key):
+                raise InvalidConfigError(
+                    f"Cannot change {key} when resuming (checkpoint has {getattr(train, key)!r}, "
+                    f"given {changes[key]!r}); it would change the data the run trains on. "
+                    "Start a new run with another --out instead."
+                )
+        train = dataclasses.replace(train, **changes)
+        if train.steps < int(state["step"]):
+            raise InvalidConfigError(
+                f"--steps {train.steps} is below the {state['step']} steps the run already "
+                "made; give the new total number of steps."
+            )
+        prior = build_prior(state["prior"])
+        return cls(prior, saved_model, train, run_dir, _state=state)

@@ -1,0 +1,63 @@
+"""Recipes: TOML files with [prior], [model] and [train] tables that define a run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from pfnkit.exceptions import InvalidConfigError
+from pfnkit.model.config import PFNConfig, check_fields
+from pfnkit.priors import build_prior
+from pfnkit.registry import closest
+from pfnkit.train.config import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SECTIONS = ("prior", "model", "train")
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a recipe file; unknown tables and TOML syntax errors name the problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidConfigError(
+            f"Recipe file '{path}' does not exist. Give a prior name (e.g. gp, bnn) or a "
+            "path to a .toml recipe such as priors/gp.toml."
+        )
+    try:
+        recipe = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidConfigError(f"Recipe '{path}' is not valid TOML: {e}.") from None
+    for key in recipe:
+        if key not in SECTIONS:
+            hint = closest(key, list(SECTIONS))
+            raise InvalidConfigError(
+                f"Unknown table [{key}] in recipe '{path}'. Allowed: "
+                + ", ".join(f"[{s}]" for s in SECTIONS)
+                + (f". Did you mean [{hint}]?" if hint else ".")
+            )
+        if not isinstance(recipe[key], dict):
+            raise InvalidConfigError(f"'{key}' in recipe '{path}' must be a table ([{key}]).")
+    if "prior" not in recipe:
+        raise InvalidConfigError(f"Recipe '{path}' needs a [prior] table with a 'name'.")
+    return recipe
+
+
+def make_run(
+    recipe: dict[str, Any],
+    *,
+    model: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+) -> tuple[Any, PFNConfig, TrainConfig]:
+    """Build (prior, model config, train config) from a recipe plus overrides."""
+    prior = build_prior(recipe["prior"])
+    model_d = {**check_fields(PFNConfig, recipe.get("model", {}), "model"), **(model or {})}
+    model_d["task"] = prior.task
+    if prior.task == "classification" and "n_classes" not in model_d:
+        model_d["n_classes"] = int(getattr(prior, "max_classes", 10))
+    train_d = {**check_fields(TrainConfig, recipe.get("train", {}), "train"), **(train or {})}
+    return prior, PFNConfig.from_dict(model_d), TrainConfig.from_dict(train_d)

@@ -1,0 +1,148 @@
+"""CLI tests through typer's runner (in process) for speed."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import pfnkit
+from pfnkit.cli import app as cli_app
+
+runner = CliRunner()
+TINY = [
+    "--d-model",
+    "32",
+    "--n-layers",
+    "1",
+    "--n-heads",
+    "2",
+    "--rows",
+    "24",
+    "--batch-size",
+    "4",
+    "--quiet",
+]
+
+
+def invoke(*args):
+    return runner.invoke(cli_app.app, [str(a) for a in args])
+
+
+def one_error_line(result):
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert len(lines) >= 1 and lines[0].startswith("Error:"), result.output
+    assert "Traceback" not in result.output
+    return " ".join(lines)
+
+
+@pytest.fixture
+def gp_run(tmp_path):
+    out = tmp_path / "gp"
+    r = invoke("train-prior", "--prior", "gp", "--steps", 3, "--out", out, *TINY)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_train_by_name_then_info_and_load(gp_run):
+    assert (gp_run / "checkpoint.pt").exists() and (gp_run / "metrics.jsonl").exists()
+    r = invoke("info", gp_run)
+    assert r.exit_code == 0, r.output
+    assert "step 3/3" in r.output and '"name": "gp"' in r.output
+    r = invoke("info", gp_run, "--json")
+    assert json.loads(r.output)["model_config"]["d_model"] == 32
+    assert pfnkit.load_checkpoint(gp_run).config.n_layers == 1
+
+
+def test_resume_to_more_steps(gp_run):
+    r = invoke("train-prior", "--resume", gp_run, "--steps", 5, "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "Resuming" in r.output and "step 5/5" in r.output
+    assert torch.load(gp_run / "checkpoint.pt", weights_only=True)["step"] == 5
+
+
+def test_resume_with_changed_shape_is_refused(gp_run):
+    msg = one_error_line(invoke("train-prior", "--resume", gp_run, "--d-model", 64))
+    assert "Cannot change the model's d_model" in msg
+
+
+def test_out_dir_holding_a_run_is_refused_and_kept(gp_run):
+    before = (gp_run / "checkpoint.pt").read_bytes()
+    msg = one_error_line(
+        invoke("train-prior", "--prior", "gp", "--steps", 3, "--out", gp_run, *TINY)
+    )
+    assert "already holds a run" in msg and "--resume" in msg
+    assert (gp_run / "checkpoint.pt").read_bytes() == before
+
+
+def test_recipe_file(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        '[prior]\nname = "bnn"\ntask = "classification"\nmax_classes = 3\n'
+        "[model]\nn_features = 2\nd_model = 32\nn_layers = 1\nn_heads = 2\n"
+        "[train]\nsteps = 2\nrows = 24\nbatch_size = 4\n"
+    )
+    r = invoke("train-prior", recipe, "--out", tmp_path / "run", "--quiet")
+    assert r.exit_code == 0, r.output
+    card = pfnkit.load_checkpoint(tmp_path / "run").card
+    assert card["prior"]["task"] == "classification" and card["model_config"]["n_classes"] == 3
+
+
+def test_shipped_recipes_parse():
+    from pathlib import Path
+
+    from pfnkit.train.recipe import load_recipe, make_run
+
+    recipes = sorted(Path(__file__).parents[1].joinpath("priors").glob("*.toml"))
+    assert recipes
+    for path in recipes:
+        prior, model, train = make_run(load_recipe(path))
+        assert model.task == prior.task and train.steps >= 1
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--prior", "gpp"], "Did you mean 'gp'"),
+        (["--prior", "gp", "--ffn", "mpl"], "Unknown FFN block 'mpl'"),
+        (
+            ["--prior", "gp", "--steps", "-5"],
+            "'steps' training parameter must be an int >= 1. Got -5",
+        ),
+        (
+            ["--prior", "gp", "--rows", "8", "--max-context", "10"],
+            "rows (8) must be larger than max_context (10)",
+        ),
+        (["no_such_recipe.toml"], "does not exist"),
+        ([], "Give a prior name or recipe file"),
+    ],
+)
+def test_user_errors_are_one_clear_line(tmp_path, args, expected):
+    msg = one_error_line(invoke("train-prior", *args, "--out", tmp_path / "x", "--quiet"))
+    assert expected in msg
+
+
+def test_misspelled_recipe_field(tmp_path):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text('[prior]\nname = "gp"\nlenghtscale = 0.5\n')
+    assert "Did you mean 'lengthscale'" in one_error_line(invoke("train-prior", recipe))
+    recipe.write_text('[prior]\nname = "gp"\n[trian]\nsteps = 3\n')
+    assert "Did you mean [train]" in one_error_line(invoke("train-prior", recipe))
+    recipe.write_text('[prior]\nname = "gp"\n[train]\nstep = 3\n')
+    assert "Did you mean 'steps'" in one_error_line(invoke("train-prior", recipe))
+    recipe.write_text("[prior\nname=")
+    assert "not valid TOML" in one_error_line(invoke("train-prior", recipe))
+
+
+def test_info_on_corrupt_checkpoint(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"\x00" * 100)
+    assert "corrupt or truncated" in one_error_line(invoke("info", tmp_path))
+
+
+def test_debug_shows_traceback(tmp_path, monkeypatch):
+    from pfnkit.exceptions import UnknownNameError
+
+    monkeypatch.setattr(cli_app, "DEBUG", True)
+    r = invoke("train-prior", "--prior", "gpp", "--out", tmp_path / "x")
+    assert r.exit_code != 0 and isinstance(r.exception, UnknownNameError)

@@ -1,0 +1,129 @@
+import pytest
+import torch
+
+from pfnkit.exceptions import InvalidConfigError, UnknownNameError
+from pfnkit.model import ATTENTION_BACKENDS, FFN_BLOCKS, PFN, PFNConfig, attend
+from pfnkit.model.ffn import build_ffn
+from pfnkit.priors import BatchShape, BNNPrior, GPPrior, step_generator
+from pfnkit.testing import check_ffn_block
+
+
+def make(task="regression", **kw):
+    torch.manual_seed(0)
+    cfg = PFNConfig(task=task, n_features=3, d_model=32, n_layers=2, n_heads=4, n_bars=20, **kw)
+    model = PFN(cfg)
+    # break the zero init so that every layer matters in the tests
+    for p in model.parameters():
+        if p.dim() > 1 and p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", FFN_BLOCKS.names())
+def test_ffn_block_contract(name):
+    check_ffn_block(FFN_BLOCKS.get(name))
+
+
+def test_ffn_options_are_checked():
+    with pytest.raises(InvalidConfigError, match="takes"):
+        build_ffn("mlp", 8, 16, {"n_experts": 4})
+    with pytest.raises(InvalidConfigError, match="activation"):
+        build_ffn("glu", 8, 16, {"activation": "tanhh"})
+    with pytest.raises(UnknownNameError, match="Known: glu, mlp"):
+        PFNConfig(ffn="moe-typo")
+
+
+def test_sdpa_matches_math_reference():
+    q, k, v = torch.randn(2, 4, 9, 8), torch.randn(2, 4, 5, 8), torch.randn(2, 4, 5, 8)
+    assert torch.allclose(
+        attend(q, k, v, backend="sdpa"), attend(q, k, v, backend="math"), atol=1e-5
+    )
+    assert set(ATTENTION_BACKENDS.names()) >= {"sdpa", "math"}
+
+
+def test_model_with_math_backend_matches_sdpa():
+    x, y = torch.randn(2, 12, 3), torch.randn(2, 8)
+    a = make()
+    b = make(attention="math")
+    b.load_state_dict(a.state_dict())
+    assert torch.allclose(a(x, y), b(x, y), atol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_permuting_context_rows_does_not_change_predictions(task):
+    model = make(task)
+    x = torch.randn(2, 15, 3)
+    y = torch.randint(0, 3, (2, 10)).float() if task == "classification" else torch.randn(2, 10)
+    perm = torch.randperm(10)
+    x_perm = torch.cat([x[:, perm], x[:, 10:]], dim=1)
+    out, out_perm = model(x, y), model(x_perm, y[:, perm])
+    assert out.shape == (2, 5, model.config.n_outputs)
+    assert torch.allclose(out, out_perm, atol=1e-5)
+
+
+def test_test_rows_do_not_see_each_other():
+    model = make()
+    x, y = torch.randn(1, 12, 3), torch.randn(1, 8)
+    full = model(x, y)
+    single = model(torch.cat([x[:, :8], x[:, 10:11]], dim=1), y)
+    assert torch.allclose(full[:, 2], single[:, 0], atol=1e-5)
+
+
+def test_context_targets_matter():
+    model = make()
+    x = torch.randn(1, 12, 3)
+    assert not torch.allclose(model(x, torch.randn(1, 8)), model(x, torch.randn(1, 8)))
+
+
+def test_fewer_features_are_padded_and_rescaled():
+    model = make()
+    x, y = torch.randn(2, 10, 2), torch.randn(2, 6)
+    padded = torch.cat([x, torch.zeros(2, 10, 1)], dim=-1)
+    out = model(x, y)
+    assert torch.allclose(out, model(padded, y, n_features=torch.tensor([2, 2])), atol=1e-5)
+    # the rescaling makes a 2-feature dataset differ from the same zeros taken as 3 features
+    assert not torch.allclose(out, model(padded, y))
+    with pytest.raises(InvalidConfigError, match="at most 3"):
+        model(torch.randn(2, 10, 4), y)
+
+
+def test_bad_shapes_raise_clear_errors():
+    model = make()
+    with pytest.raises(InvalidConfigError, match="1 <= Nc < N"):
+        model(torch.randn(1, 5, 3), torch.randn(1, 5))
+    with pytest.raises(InvalidConfigError, match=r"x \(B, N, F\)"):
+        model(torch.randn(5, 3), torch.randn(1, 2))
+
+
+def test_config_roundtrip_and_validation():
+    cfg = PFNConfig(task="classification", ffn="glu", ffn_options={"activation": "gelu"}, d_ffn=64)
+    assert PFNConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.ffn_dim == 64 and PFNConfig().ffn_dim == 256
+    with pytest.raises(InvalidConfigError, match="n_heads must divide d_model"):
+        PFNConfig(d_model=30, n_heads=4)
+    with pytest.raises(InvalidConfigError, match="Did you mean 'n_layers'"):
+        PFNConfig.from_dict({"n_layer": 3})
+    with pytest.raises(InvalidConfigError, match="int >= 1"):
+        PFNConfig(n_layers=0)
+
+
+def test_loss_is_finite_and_trainable_for_both_tasks():
+    for task, prior in (
+        ("regression", GPPrior()),
+        ("classification", BNNPrior(task="classification")),
+    ):
+        model = make(task).train()
+        batch = prior.sample(BatchShape(4, 30, 3, 20), generator=step_generator(0, 0))
+        loss = model.loss(batch)
+        assert torch.isfinite(loss)
+        loss.backward()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_classification_masks_missing_classes():
+    model = make("classification")
+    x, y = torch.randn(1, 10, 3), torch.randint(0, 3, (1, 6)).float()
+    proba = model.predict_proba(x, y, n_classes=3)
+    assert proba.shape == (1, 4, 10)
+    assert torch.allclose(proba.sum(-1), torch.ones(1, 4))
+    assert (proba[..., 3:] == 0).all()

@@ -1,0 +1,159 @@
+import json
+import math
+
+import pytest
+import torch
+
+from pfnkit.exceptions import CheckpointError, InvalidConfigError
+from pfnkit.model import PFNConfig
+from pfnkit.priors import BNNPrior, GPPrior
+from pfnkit.train import TrainConfig, Trainer, lr_at, read_checkpoint
+
+
+def cfgs(tiny_model_kwargs, tiny_train_kwargs, **train):
+    return PFNConfig(**tiny_model_kwargs), TrainConfig(**{**tiny_train_kwargs, **train})
+
+
+def test_schedule_warmup_then_cosine():
+    kw = dict(lr=1.0, steps=100, warmup=10, min_lr_ratio=0.1)
+    assert lr_at(0, **kw) == pytest.approx(0.1)
+    assert lr_at(9, **kw) == pytest.approx(1.0)
+    assert lr_at(10, **kw) == pytest.approx(1.0)
+    assert lr_at(55, **kw) == pytest.approx(0.55)
+    assert lr_at(100, **kw) == pytest.approx(0.1)
+    lrs = [lr_at(s, **kw) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_train_config_validation():
+    with pytest.raises(
+        InvalidConfigError, match="'steps' training parameter must be an int >= 1. Got -5"
+    ):
+        TrainConfig(steps=-5)
+    with pytest.raises(InvalidConfigError, match="must be larger than max_context"):
+        TrainConfig(rows=10, max_context=10)
+    with pytest.raises(InvalidConfigError, match="precision"):
+        TrainConfig(precision="fp8")
+    assert TrainConfig(rows=256).context_range == (1, 224)
+    assert TrainConfig.from_dict(TrainConfig(lr=0.1).to_dict()) == TrainConfig(lr=0.1)
+
+
+def test_loss_goes_down(tiny_model_kwargs, tiny_train_kwargs):
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=80, lr=3e-3, batch_size=8)
+    trainer = Trainer(GPPrior(), m, t)
+    losses = [trainer.train_step() for _ in range(80)]
+    assert sum(losses[-15:]) / 15 < sum(losses[:15]) / 15 - 0.2
+
+
+def test_classification_training_runs(tiny_model_kwargs, tiny_train_kwargs):
+    prior = BNNPrior(task="classification", max_classes=4)
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=3)
+    trainer = Trainer(prior, m, t)
+    assert trainer.model_config.task == "classification"
+    assert math.isfinite(trainer.run()["loss"])
+    with pytest.raises(InvalidConfigError, match="raise n_classes"):
+        Trainer(BNNPrior(task="classification", max_classes=12), m, t)
+
+
+def test_same_seed_same_parameters(tiny_model_kwargs, tiny_train_kwargs):
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=4)
+    a, b = Trainer(GPPrior(), m, t), Trainer(GPPrior(), m, t)
+    a.run(), b.run()
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_exact_resume_matches_uninterrupted_run(tmp_path, tiny_model_kwargs, tiny_train_kwargs):
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=10, checkpoint_every=4)
+    full = Trainer(GPPrior(), m, t, tmp_path / "full")
+    full.run()
+    part = Trainer(GPPrior(), m, t, tmp_path / "part")
+
+    def crash(info):
+        if info.step == 6:  # steps 5 and 6 are lost, as with a kill -9
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        part.run(crash)
+    del part
+    resumed = Trainer.resume(tmp_path / "part")
+    assert resumed.step == 4
+    resumed.run()
+    for k, v in full.model.state_dict().items():
+        assert torch.allclose(v, resumed.model.state_dict()[k], atol=1e-6), k
+    log = [
+        json.loads(line) for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in log] == list(range(1, 11))
+
+
+def test_resume_to_more_steps_and_guards(tmp_path, tiny_model_kwargs, tiny_train_kwargs):
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=3)
+    Trainer(GPPrior(), m, t, tmp_path / "run").run()
+    more = Trainer.resume(tmp_path / "run", steps=5)
+    more.run()
+    assert read_checkpoint(tmp_path / "run")["step"] == 5
+    with pytest.raises(InvalidConfigError, match="Cannot change the model's d_model"):
+        Trainer.resume(tmp_path / "run", model_overrides={"d_model": 64})
+    with pytest.raises(InvalidConfigError, match="Cannot change rows"):
+        Trainer.resume(tmp_path / "run", train_overrides={"rows": 50})
+    with pytest.raises(InvalidConfigError, match="below the 5 steps"):
+        Trainer.resume(tmp_path / "run", steps=2)
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        Trainer(GPPrior(), m, t, tmp_path / "run")
+    Trainer(GPPrior(), m, t, tmp_path / "run", overwrite=True)  # explicit replace is allowed
+
+
+def test_gradient_accumulation_equals_big_batch_gradient(tiny_model_kwargs, tiny_train_kwargs):
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=1, accumulate=2, grad_clip=0.0)
+    trainer = Trainer(GPPrior(), m, t)
+    b0, b1 = trainer.sample_batch(0, 0), trainer.sample_batch(0, 1)
+    expected = [torch.zeros_like(p) for p in trainer.model.parameters()]
+    for b in (b0, b1):
+        trainer.model.zero_grad()
+        trainer.model.loss(b).backward()
+        for e, p in zip(expected, trainer.model.parameters()):
+            e += p.grad / 2
+    trainer.optimizer.step = lambda: None  # keep the gradients for inspection
+    trainer.train_step()
+    for e, p in zip(expected, trainer.model.parameters()):
+        assert torch.allclose(e, p.grad, atol=1e-6)
+
+
+def test_bf16_autocast_trains_on_cpu(tiny_model_kwargs, tiny_train_kwargs):
+    m, t = cfgs(
+        tiny_model_kwargs, tiny_train_kwargs, steps=40, precision="bf16", lr=3e-3, batch_size=8
+    )
+    trainer = Trainer(GPPrior(), m, t)
+    assert trainer.bf16
+    losses = [trainer.train_step() for _ in range(40)]
+    assert all(math.isfinite(x) for x in losses)
+    assert sum(losses[-10:]) < sum(losses[:10])
+
+
+def test_checkpoint_has_everything_and_loads_weights_only(
+    tmp_path, tiny_model_kwargs, tiny_train_kwargs
+):
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=2)
+    Trainer(GPPrior(), m, t, tmp_path).run()
+    data = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    for key in (
+        "format_version",
+        "pfnkit_version",
+        "model_config",
+        "prior",
+        "train_config",
+        "step",
+        "metrics",
+        "state_dict",
+        "optimizer",
+    ):
+        assert key in data, key
+    assert data["prior"]["name"] == "gp" and data["step"] == 2
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_unknown_device_is_a_clear_error(tiny_model_kwargs, tiny_train_kwargs):
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, device="tpu")
+    with pytest.raises(InvalidConfigError, match="device must be"):
+        Trainer(GPPrior(), m, t)
