@@ -189,3 +189,28 @@ def test_bnn_functions_are_standardised():
     b = BNNPrior(noise_std=0.0).sample(BatchShape(8, 100, 2, 50), generator=step_generator(0, 0))
     assert torch.allclose(b.y.std(1), torch.ones(8), atol=1e-3)
     assert math.isclose(float(b.y.mean()), 0.0, abs_tol=1e-4)
+
+
+def test_prior_by_import_path_roundtrips():
+    from dataclasses import dataclass
+
+    import pfnkit.priors.gp as gp_module
+
+    @dataclass(frozen=True)
+    class Shifted(GPPrior):
+        shift: float = 1.0
+
+    gp_module.Shifted = Shifted  # make it importable as "pfnkit.priors.gp:Shifted"
+    Shifted.__qualname__ = "Shifted"
+    Shifted.__module__ = "pfnkit.priors.gp"
+    try:
+        prior = build_prior({"name": "pfnkit.priors.gp:Shifted", "shift": 2.0})
+        assert isinstance(prior, Shifted) and prior.shift == 2.0
+        assert prior_to_dict(prior)["name"] == "pfnkit.priors.gp:Shifted"
+        assert build_prior(prior_to_dict(prior)) == prior
+    finally:
+        del gp_module.Shifted
+    with pytest.raises(InvalidConfigError, match="Cannot import prior"):
+        build_prior("pfnkit.priors.gp:Nope")
+    with pytest.raises(InvalidConfigError, match="not a prior class"):
+        build_prior("pfnkit.priors.gp:kernel_matrix")

@@ -36,10 +36,13 @@ class SplitAttention(nn.Module):
         self.kv = nn.Linear(d_model, 2 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, h: torch.Tensor, n_ctx: int) -> torch.Tensor:
-        b, n, e = h.shape
+    def forward(self, h: torch.Tensor, n_ctx: int, first_query: int = 0) -> torch.Tensor:
+        """Attend rows ``[first_query:]`` of h (B, N, E) to its first n_ctx rows."""
+        b, _, e = h.shape
         hd = e // self.n_heads
-        q = self.q(h).view(b, n, self.n_heads, hd).transpose(1, 2)  # (B, H, N, D)
+        hq = h[:, first_query:]
+        n = hq.shape[1]
+        q = self.q(hq).view(b, n, self.n_heads, hd).transpose(1, 2)  # (B, H, N, D)
         kv = self.kv(h[:, :n_ctx]).view(b, n_ctx, 2, self.n_heads, hd)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, Nc, D)
         p = self.dropout if self.training else 0.0
@@ -63,9 +66,15 @@ class PFNLayer(nn.Module):
         nn.init.zeros_(self.attn.out.bias)
         self.ffn.zero_init_output()
 
-    def forward(self, h: torch.Tensor, n_ctx: int) -> torch.Tensor:
-        h = h + self.drop(self.attn(self.norm1(h), n_ctx))
-        return h + self.drop(self.ffn(self.norm2(h)))
+    def forward(self, h: torch.Tensor, n_ctx: int, test_only: bool = False) -> torch.Tensor:
+        """Update all N rows, or with ``test_only`` just the test rows (B, M, E).
+
+        The last layer only needs the test rows (the head reads nothing else), so it skips
+        the queries and FFN of the context rows.
+        """
+        first = n_ctx if test_only else 0
+        h_out = h[:, first:] + self.drop(self.attn(self.norm1(h), n_ctx, first))
+        return h_out + self.drop(self.ffn(self.norm2(h_out)))
 
 
 class PFN(nn.Module):
@@ -124,9 +133,10 @@ class PFN(nn.Module):
             )
         h = self.x_encoder(x, n_features)  # (B, N, E)
         h = torch.cat([h[:, :n_ctx] + self.y_encoder(y_ctx), h[:, n_ctx:]], dim=1)
-        for layer in self.layers:
-            h = layer(h, n_ctx)
-        return self.decoder(self.norm(h[:, n_ctx:]))  # (B, M, K)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h = layer(h, n_ctx, test_only=i == last)  # the last layer returns (B, M, E)
+        return self.decoder(self.norm(h))  # (B, M, K)
 
     def loss(self, batch: Any) -> torch.Tensor:
         """Mean per-test-row loss on a Batch: cross-entropy or bar-distribution NLL."""

@@ -7,6 +7,7 @@ read from TOML) into a prior and ``prior_to_dict`` turns it back.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any
 
 from pfnkit.exceptions import InvalidConfigError
@@ -60,10 +61,37 @@ def prior_to_dict(prior: Any) -> dict[str, Any]:
         if prior.weights is not None:
             out["weights"] = list(prior.weights)
         return out
-    out = {"name": type(prior).name}
+    out = {"name": prior_name(type(prior))}
     for f in dataclasses.fields(prior):
         out[f.name] = hyperprior_to_dict(getattr(prior, f.name))
     return out
+
+
+def prior_name(cls: type) -> str:
+    """The registered name of a prior class, else its import path "module:ClassName"."""
+    name = getattr(cls, "name", None)
+    if isinstance(name, str) and name in PRIORS and PRIORS.get(name) is cls:
+        return name
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def prior_class(name: str) -> type:
+    """Look up a registered prior, or import one given as "package.module:ClassName"."""
+    if ":" not in name:
+        return PRIORS.get(name)
+    module_name, _, attr = name.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise InvalidConfigError(
+            f"Cannot import prior {name!r} ({e}). Give a registered name "
+            f"({', '.join(PRIORS.names())}) or an importable 'package.module:ClassName'."
+        ) from None
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls) and hasattr(cls, "sample")):
+        raise InvalidConfigError(
+            f"{name!r} is not a prior class: a prior is a dataclass with a sample() method."
+        )
+    return cls
 
 
 def build_prior(recipe: dict[str, Any] | str) -> Any:
@@ -77,7 +105,7 @@ def build_prior(recipe: dict[str, Any] | str) -> Any:
             f"Got fields {sorted(recipe)}."
         )
     name = recipe.pop("name")
-    cls = PRIORS.get(str(name))
+    cls = prior_class(str(name))
     if cls is MixturePrior:
         comps = recipe.pop("components", None)
         weights = recipe.pop("weights", None)

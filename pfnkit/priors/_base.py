@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -125,10 +125,12 @@ class Prior(Protocol):
 
     A prior is a frozen dataclass whose typed fields are its hyperparameters; a field may
     hold a fixed value or a hyperprior (Uniform, LogUniform, Choice) drawn per dataset.
+    ``task`` is "regression" or "classification"; classification priors also expose
+    ``max_classes``. Register it in ``PRIORS`` to train it by name, or name it in a recipe
+    as "package.module:ClassName".
     """
 
-    name: ClassVar[str]
-    task: ClassVar[Task]
+    task: Task
 
     def sample(self, shape: BatchShape, *, generator: torch.Generator) -> Batch: ...
 

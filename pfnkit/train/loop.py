@@ -139,7 +139,7 @@ class Trainer:
             self.model.parameters(),
             lr=train_config.lr,
             weight_decay=train_config.weight_decay,
-            fused=self.device.type == "cuda",
+            fused=self.device.type in ("cpu", "cuda"),
         )
         self.step = 0
         self.elapsed = 0.0  # training wall time over all sessions of the run
