@@ -277,3 +277,42 @@ def to_classes(
     relabel = torch.argsort(torch.argsort(keys, dim=1), dim=1)  # (B, C) ranks
     out = torch.gather(relabel, 1, ids)
     return out.float(), c
+
+
+def draw_inputs(
+    shape: BatchShape, min_features: int, generator: torch.Generator, dist: str = "normal"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (B, N, F) from "uniform" [0, 1] or "normal", with each dataset using d in
+    [min_features, F] features (the rest zero); returns (x, n_features (B,))."""
+    b, n, f = shape.batch_size, shape.n_rows, shape.n_features
+    n_feat = torch.randint(min(min_features, f), f + 1, (b,), generator=generator)
+    if dist == "uniform":
+        x = torch.rand(b, n, f, generator=generator)
+    else:
+        x = torch.randn(b, n, f, generator=generator)
+    return x * (torch.arange(f)[None, None, :] < n_feat[:, None, None]), n_feat
+
+
+def finish_batch(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    shape: BatchShape,
+    n_features: torch.Tensor,
+    extras: dict[str, torch.Tensor],
+    task: Task,
+    max_classes: int,
+    generator: torch.Generator,
+) -> Batch:
+    """Wrap continuous targets into a Batch, turning them into classes for classification."""
+    n_classes = None
+    if task == "classification":
+        y, n_classes = to_classes(y, max_classes, generator)
+    return Batch(
+        x=x,
+        y=y,
+        target_y=y.clone(),
+        single_eval_pos=shape.single_eval_pos,
+        n_features=n_features,
+        n_classes=n_classes,
+        extras=extras,
+    )

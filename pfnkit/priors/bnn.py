@@ -12,7 +12,15 @@ from typing import ClassVar, Literal
 import torch
 
 from pfnkit.exceptions import InvalidConfigError
-from pfnkit.priors._base import Batch, BatchShape, Param, Task, draw, to_classes
+from pfnkit.priors._base import (
+    Batch,
+    BatchShape,
+    Param,
+    Task,
+    draw,
+    draw_inputs,
+    finish_batch,
+)
 
 ACTIVATIONS = {
     "tanh": torch.tanh,
@@ -68,11 +76,8 @@ class BNNPrior:
             raise InvalidConfigError(f"BNNPrior.max_classes must be >= 2. Got {self.max_classes}.")
 
     def sample(self, shape: BatchShape, *, generator: torch.Generator) -> Batch:
-        b, n, f, h = shape.batch_size, shape.n_rows, shape.n_features, self.hidden_size
-        lo = min(self.min_features, f)
-        n_feat = torch.randint(lo, f + 1, (b,), generator=generator)
-        x = torch.randn(b, n, f, generator=generator)
-        x = x * (torch.arange(f)[None, None, :] < n_feat[:, None, None])
+        b, n, h = shape.batch_size, shape.n_rows, self.hidden_size
+        x, n_feat = draw_inputs(shape, self.min_features, generator)
         act = ACTIVATIONS[self.activation]
         w_std = draw(self.weight_std, b, generator)[:, None, None]
         b_std = draw(self.bias_std, b, generator)[:, None, None]
@@ -90,15 +95,5 @@ class BNNPrior:
         y = (y - y.mean(1, keepdim=True)) / y.std(1, keepdim=True).clamp_min(1e-6)
         noise_std = draw(self.noise_std, b, generator)
         y = y + noise_std[:, None] * torch.randn(b, n, generator=generator)
-        n_classes = None
-        if self.task == "classification":
-            y, n_classes = to_classes(y, self.max_classes, generator)
-        return Batch(
-            x=x,
-            y=y,
-            target_y=y.clone(),
-            single_eval_pos=shape.single_eval_pos,
-            n_features=n_feat,
-            n_classes=n_classes,
-            extras={"noise_std": noise_std},
-        )
+        extras = {"noise_std": noise_std}
+        return finish_batch(x, y, shape, n_feat, extras, self.task, self.max_classes, generator)

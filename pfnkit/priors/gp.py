@@ -12,7 +12,15 @@ from typing import ClassVar, Literal
 import torch
 
 from pfnkit.exceptions import InvalidConfigError
-from pfnkit.priors._base import Batch, BatchShape, Param, Task, draw, to_classes
+from pfnkit.priors._base import (
+    Batch,
+    BatchShape,
+    Param,
+    Task,
+    draw,
+    draw_inputs,
+    finish_batch,
+)
 
 Kernel = Literal["rbf", "matern12", "matern32", "matern52"]
 KERNELS = ("rbf", "matern12", "matern32", "matern52")
@@ -86,14 +94,8 @@ class GPPrior:
             raise InvalidConfigError(f"GPPrior.max_classes must be >= 2. Got {self.max_classes}.")
 
     def sample(self, shape: BatchShape, *, generator: torch.Generator) -> Batch:
-        b, n, f = shape.batch_size, shape.n_rows, shape.n_features
-        lo = min(self.min_features, f)
-        n_feat = torch.randint(lo, f + 1, (b,), generator=generator)
-        if self.x_dist == "uniform":
-            x = torch.rand(b, n, f, generator=generator)
-        else:
-            x = torch.randn(b, n, f, generator=generator)
-        x = x * (torch.arange(f)[None, None, :] < n_feat[:, None, None])
+        b, n = shape.batch_size, shape.n_rows
+        x, n_feat = draw_inputs(shape, self.min_features, generator, self.x_dist)
         ls = draw(self.lengthscale, b, generator).double()
         os_ = draw(self.outputscale, b, generator).double()
         noise = draw(self.noise, b, generator).double()
@@ -104,18 +106,7 @@ class GPPrior:
         z = torch.randn(b, n, 1, generator=generator, dtype=torch.float64)
         y = (chol @ z).squeeze(-1).float()  # (B, N)
         extras = {"lengthscale": ls.float(), "outputscale": os_.float(), "noise": noise.float()}
-        n_classes = None
-        if self.task == "classification":
-            y, n_classes = to_classes(y, self.max_classes, generator)
-        return Batch(
-            x=x,
-            y=y,
-            target_y=y.clone(),
-            single_eval_pos=shape.single_eval_pos,
-            n_features=n_feat,
-            n_classes=n_classes,
-            extras=extras,
-        )
+        return finish_batch(x, y, shape, n_feat, extras, self.task, self.max_classes, generator)
 
 
 def exact_predictive(
