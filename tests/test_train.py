@@ -63,8 +63,12 @@ def test_same_seed_same_parameters(tiny_model_kwargs, tiny_train_kwargs):
         assert torch.equal(va, vb), k
 
 
-def test_exact_resume_matches_uninterrupted_run(tmp_path, tiny_model_kwargs, tiny_train_kwargs):
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_exact_resume_matches_uninterrupted_run(
+    tmp_path, tiny_model_kwargs, tiny_train_kwargs, dropout
+):
     m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=10, checkpoint_every=4)
+    m = PFNConfig(**{**tiny_model_kwargs, "dropout": dropout})
     full = Trainer(GPPrior(), m, t, tmp_path / "full")
     full.run()
     part = Trainer(GPPrior(), m, t, tmp_path / "part")

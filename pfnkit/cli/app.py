@@ -171,11 +171,16 @@ def _train_with_progress(trainer: Any, quiet: bool) -> None:
             "train", total=tc.steps, completed=trainer.step, loss=trainer.last_loss, rate=0.0
         )
 
+        ema: list[float] = []
+
         def update(info: Any) -> None:
+            # the bar shows a moving average: single-batch losses are noisy
+            ema.append(info.loss if not ema else 0.95 * ema[-1] + 0.05 * info.loss)
+            del ema[:-1]
             progress.update(
                 task,
                 completed=info.step,
-                loss=info.loss,
+                loss=ema[-1],
                 rate=info.datasets_per_s
                 / (tc.batch_size * tc.accumulate * trainer.dist.world_size),
             )

@@ -19,7 +19,7 @@ from torch import nn
 
 from pfnkit.exceptions import CheckpointError, InvalidConfigError
 from pfnkit.model import PFN, PFNConfig, borders_from_targets
-from pfnkit.priors import BatchShape, build_prior, prior_to_dict, step_generator
+from pfnkit.priors import BatchShape, build_prior, prior_to_dict, step_generator, step_seed
 from pfnkit.train.checkpoint import (
     CHECKPOINT_NAME,
     METRICS_NAME,
@@ -197,6 +197,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
+        if self.model_config.dropout > 0:
+            # dropout masks become a function of (seed, step, rank): resume stays exact
+            torch.manual_seed(step_seed(tc.seed, self.step, self.dist.rank) ^ 0x5EED)
         total = 0.0
         for micro in range(tc.accumulate):
             batch = self.sample_batch(self.step, micro)
