@@ -127,3 +127,28 @@ def test_classification_masks_missing_classes():
     assert proba.shape == (1, 4, 10)
     assert torch.allclose(proba.sum(-1), torch.ones(1, 4))
     assert (proba[..., 3:] == 0).all()
+
+
+def test_missing_values_are_embedded_not_propagated():
+    model = make()
+    torch.nn.init.normal_(model.x_encoder.missing.weight, std=0.5)
+    x, y = torch.randn(1, 12, 3), torch.randn(1, 8)
+    x_nan = x.clone()
+    x_nan[0, 2, 1] = float("nan")
+    x_inf = x.clone()
+    x_inf[0, 2, 1] = float("inf")
+    x_zero = x.clone()
+    x_zero[0, 2, 1] = 0.0
+    out = model(x_nan, y)
+    assert torch.isfinite(out).all()
+    assert not torch.allclose(out, model(x_zero, y))  # missing is not the same as 0
+    assert torch.allclose(out, model(x_inf, y))  # inf counts as missing
+
+
+def test_context_normalisation_makes_feature_scale_irrelevant():
+    model = make(normalize_x=True)
+    x, y = torch.randn(2, 14, 3), torch.randn(2, 9)
+    shifted = x * torch.tensor([100.0, 0.01, 3.0]) + torch.tensor([5.0, -2.0, 1e3])
+    assert torch.allclose(model(x, y), model(shifted, y), atol=1e-3)
+    plain = make()
+    assert not torch.allclose(plain(x, y), plain(shifted, y), atol=1e-3)

@@ -13,6 +13,7 @@ from pfnkit.priors import (
     GPPrior,
     LogUniform,
     MixturePrior,
+    SCMPrior,
     Uniform,
     build_prior,
     prior_to_dict,
@@ -39,6 +40,11 @@ EXAMPLES = {
         BNNPrior(task="classification", activation="relu", weight_std=Choice((1.0, 2.0))),
     ],
     "mixture": [MixturePrior((GPPrior(), BNNPrior()), (0.3, 0.7))],
+    "scm": [
+        SCMPrior(),
+        SCMPrior(task="regression", tree_fraction=1.0, missing_datasets=1.0),
+        SCMPrior(tree_fraction=0.0, noise_std=0.0, categorical_share=0.0),
+    ],
 }
 
 
@@ -214,3 +220,40 @@ def test_prior_by_import_path_roundtrips():
         build_prior("pfnkit.priors.gp:Nope")
     with pytest.raises(InvalidConfigError, match="not a prior class"):
         build_prior("pfnkit.priors.gp:kernel_matrix")
+
+
+def test_scm_tables_have_the_quirks_of_real_tables():
+    prior = SCMPrior(categorical_share=0.5, missing_datasets=1.0, missing_share=0.2, max_classes=5)
+    b = prior.sample(BatchShape(32, 200, 8, 100), generator=step_generator(0, 0))
+    cat = b.extras["categorical"]
+    assert cat.any() and not cat.all()
+    for i, j in cat.nonzero().tolist():
+        col = b.x[i, :, j]
+        col = col[~torch.isnan(col)]
+        assert (col == col.round()).all() and col.min() >= 0 and col.max() < prior.max_categories
+    missing = torch.isnan(b.x).float().mean()
+    assert 0.02 < missing < 0.5
+    assert set(b.n_classes.tolist()) <= set(range(2, 6))
+    # class imbalance: some datasets have a clearly dominant class
+    shares = [torch.bincount(b.target_y[i].long()).max() / 200 for i in range(32)]
+    assert max(shares) > 0.5
+
+
+def test_scm_both_graph_kinds_learnable_signal():
+    # the target depends on the features: a nearest-neighbour guess beats chance
+    for tree_fraction in (0.0, 1.0):
+        prior = SCMPrior(
+            task="regression",
+            tree_fraction=tree_fraction,
+            noise_std=0.01,
+            missing_datasets=0.0,
+            irrelevant_share=0.0,
+            categorical_share=0.0,
+            skew_share=0.0,
+        )
+        b = prior.sample(BatchShape(16, 300, 5, 200), generator=step_generator(1, 0))
+        x, y = b.x, b.target_y
+        dist = torch.cdist(x[:, 200:], x[:, :200])
+        nn_pred = torch.gather(y[:, :200], 1, dist.argmin(-1))
+        mse = (nn_pred - y[:, 200:]).square().mean()
+        assert mse < 0.9 * y[:, 200:].var(), (tree_fraction, float(mse))

@@ -28,6 +28,8 @@ class PFNConfig:
         n_bars: buckets of the bar-distribution head (regression).
         dropout: dropout on attention and FFN outputs.
         attention: attention backend from ``ATTENTION_BACKENDS`` ("sdpa", "math").
+        normalize_x: z-score each feature with its context rows' statistics inside the
+            model (for priors and data whose feature scales vary, such as tables).
     """
 
     task: Task = "regression"
@@ -42,6 +44,7 @@ class PFNConfig:
     n_bars: int = 1000
     dropout: float = 0.0
     attention: str = "sdpa"
+    normalize_x: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in ("regression", "classification"):

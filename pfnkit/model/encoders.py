@@ -12,30 +12,52 @@ from pfnkit.exceptions import InvalidConfigError
 
 
 class FeatureEncoder(nn.Module):
-    """Zero-pad x to F_max features, rescale by sqrt(F_max / n_used), project to E.
+    """Features (B, N, F) -> tokens (B, N, E).
 
-    The rescaling keeps the projection's variance independent of how many features a
-    dataset uses, so one network serves datasets of 1..F_max features.
+    Missing values (NaN) become 0 plus a learned per-feature "missing" embedding. With
+    ``normalize``, each feature is z-scored with the mean and standard deviation of the
+    context rows (ignoring NaN) and clipped to [-clip, clip]. x is zero-padded to F_max
+    features and rescaled by sqrt(F_max / n_used), which keeps the projection's variance
+    independent of how many features a dataset uses, so one network serves 1..F_max.
     """
 
-    def __init__(self, n_features: int, d_model: int) -> None:
+    def __init__(
+        self, n_features: int, d_model: int, normalize: bool = False, clip: float = 30.0
+    ) -> None:
         super().__init__()
         self.n_features = n_features
+        self.normalize = normalize
+        self.clip = clip
         self.proj = nn.Linear(n_features, d_model)
+        self.missing = nn.Linear(n_features, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, n_features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, n_features: torch.Tensor | None = None, n_ctx: int | None = None
+    ) -> torch.Tensor:
         b, n, f = x.shape
         if f > self.n_features:
             raise InvalidConfigError(
                 f"The input has {f} features but this PFN takes at most {self.n_features}; "
                 "select or compress features first."
             )
-        x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        x = x.masked_fill(torch.isinf(x), float("nan"))
+        nan = torch.isnan(x)
+        if self.normalize:
+            ctx = x[:, : n_ctx if n_ctx is not None else n]
+            valid = ~torch.isnan(ctx)
+            count = valid.sum(1, keepdim=True).clamp_min(1)
+            mean = torch.where(valid, ctx, 0.0).sum(1, keepdim=True) / count  # (B, 1, F)
+            var = torch.where(valid, ctx - mean, 0.0).square().sum(1, keepdim=True) / count
+            std = var.sqrt()
+            std = torch.where(std < 1e-6, torch.ones_like(std), std)  # constant columns
+            x = ((x - mean) / std).clamp(-self.clip, self.clip)
+        x = torch.nan_to_num(x, nan=0.0)
         used = torch.full((b,), f, device=x.device) if n_features is None else n_features
         if f < self.n_features:
             x = nn.functional.pad(x, (0, self.n_features - f))  # (B, N, F_max)
+            nan = nn.functional.pad(nan, (0, self.n_features - f))
         scale = (self.n_features / used.to(x.dtype).clamp_min(1)).sqrt()
-        return self.proj(x * scale[:, None, None])
+        return self.proj(x * scale[:, None, None]) + self.missing(nan.to(x.dtype))
 
 
 class TargetEncoder(nn.Module):

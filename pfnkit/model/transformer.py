@@ -89,7 +89,7 @@ class PFN(nn.Module):
         super().__init__()
         self.config = config
         e = config.d_model
-        self.x_encoder = FeatureEncoder(config.n_features, e)
+        self.x_encoder = FeatureEncoder(config.n_features, e, config.normalize_x)
         self.y_encoder = TargetEncoder(config.task, e, config.n_classes)
         self.layers = nn.ModuleList(PFNLayer(config) for _ in range(config.n_layers))
         self.norm = nn.LayerNorm(e)
@@ -131,7 +131,7 @@ class PFN(nn.Module):
             raise InvalidConfigError(
                 f"PFN needs 1 <= Nc < N context rows. Got Nc={n_ctx} with N={x.shape[1]}."
             )
-        h = self.x_encoder(x, n_features)  # (B, N, E)
+        h = self.x_encoder(x, n_features, n_ctx)  # (B, N, E)
         h = torch.cat([h[:, :n_ctx] + self.y_encoder(y_ctx), h[:, n_ctx:]], dim=1)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):

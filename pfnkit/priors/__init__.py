@@ -26,11 +26,13 @@ from pfnkit.priors._base import (
 from pfnkit.priors.bnn import BNNPrior
 from pfnkit.priors.gp import GPPrior
 from pfnkit.priors.mixture import MixturePrior
+from pfnkit.priors.scm import SCMPrior
 from pfnkit.registry import Registry, closest
 
 PRIORS: Registry[type] = Registry("prior")
 PRIORS.register("gp", GPPrior)
 PRIORS.register("bnn", BNNPrior)
+PRIORS.register("scm", SCMPrior)
 PRIORS.register("mixture", MixturePrior)
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "GPPrior",
     "LogUniform",
     "MixturePrior",
+    "SCMPrior",
     "Prior",
     "Uniform",
     "build_prior",

@@ -18,7 +18,8 @@ from pfnkit.priors import BatchShape, build_prior, prior_to_dict, step_generator
 def check_prior(prior: Any, *, n_features: int = 3) -> None:
     """Assert that ``prior`` honours the Prior contract.
 
-    Checks: shapes and ranges (``Batch.validate``), finite values, determinism for a fixed
+    Checks: shapes and ranges (``Batch.validate``), finite values (NaN allowed in x as
+    missing values), determinism for a fixed
     generator, different data for different seeds, the requested single_eval_pos, the
     variable feature count, and that the recipe round-trips through ``prior_to_dict``.
     """
@@ -31,13 +32,18 @@ def check_prior(prior: Any, *, n_features: int = 3) -> None:
     for name in ("x", "y", "target_y"):
         t = getattr(a, name)
         assert t.dtype == torch.float32, f"{name} must be float32, got {t.dtype}"
-        assert torch.isfinite(t).all(), f"{name} has non-finite values"
-        assert torch.equal(t, getattr(b, name)), f"{name} differs for the same generator"
+        # x may hold NaN (missing values); nothing may be infinite, targets must be finite
+        ok = ~torch.isinf(t) if name == "x" else torch.isfinite(t)
+        assert ok.all(), f"{name} has {'infinite' if name == 'x' else 'non-finite'} values"
+        assert torch.equal(t.nan_to_num(7.5), getattr(b, name).nan_to_num(7.5)), (
+            f"{name} differs for the same generator"
+        )
     assert not torch.equal(a.y, c.y), "different steps gave identical targets"
     assert (prior.task == "classification") == (a.n_classes is not None)
     if a.n_features is not None:
         for i, nf in enumerate(a.n_features.tolist()):
             assert torch.all(a.x[i, :, nf:] == 0), "features past n_features must be zero"
+    assert a.x.shape[0] == 4 and not torch.isnan(a.x).all(), "x is all missing"
     if dataclasses.is_dataclass(prior):
         assert build_prior(prior_to_dict(prior)) == prior, "recipe round-trip changed the prior"
 
