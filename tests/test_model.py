@@ -152,3 +152,19 @@ def test_context_normalisation_makes_feature_scale_irrelevant():
     assert torch.allclose(model(x, y), model(shifted, y), atol=1e-3)
     plain = make()
     assert not torch.allclose(plain(x, y), plain(shifted, y), atol=1e-3)
+
+
+@pytest.mark.parametrize("normalize_x", [False, True])
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_cached_context_matches_full_forward(task, normalize_x):
+    model = make(task, normalize_x=normalize_x)
+    x = torch.randn(2, 20, 3)
+    x[0, 3, 1] = float("nan")
+    y = torch.randint(0, 3, (2, 12)).float() if task == "classification" else torch.randn(2, 12)
+    nf = torch.tensor([3, 2])
+    full = model(x, y, n_features=nf)
+    cache = model.encode_context(x[:, :12], y, n_features=nf)
+    assert cache.n_ctx == 12
+    assert torch.allclose(model.predict_cached(cache, x[:, 12:]), full, atol=1e-5)
+    # the same cache serves other test rows too
+    assert torch.allclose(model.predict_cached(cache, x[:, 15:]), full[:, 3:], atol=1e-5)

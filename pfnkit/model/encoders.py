@@ -31,9 +31,25 @@ class FeatureEncoder(nn.Module):
         self.proj = nn.Linear(n_features, d_model)
         self.missing = nn.Linear(n_features, d_model, bias=False)
 
+    @staticmethod
+    def context_stats(x_ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dataset feature mean and std (B, 1, F) of the context rows, NaN ignored."""
+        ctx = x_ctx.masked_fill(torch.isinf(x_ctx), float("nan"))
+        valid = ~torch.isnan(ctx)
+        count = valid.sum(1, keepdim=True).clamp_min(1)
+        mean = torch.where(valid, ctx, 0.0).sum(1, keepdim=True) / count
+        var = torch.where(valid, ctx - mean, 0.0).square().sum(1, keepdim=True) / count
+        std = var.sqrt()
+        return mean, torch.where(std < 1e-6, torch.ones_like(std), std)  # constant columns
+
     def forward(
-        self, x: torch.Tensor, n_features: torch.Tensor | None = None, n_ctx: int | None = None
+        self,
+        x: torch.Tensor,
+        n_features: torch.Tensor | None = None,
+        n_ctx: int | None = None,
+        stats: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """Encode x (B, N, F); normalisation uses ``stats`` or the first n_ctx rows."""
         b, n, f = x.shape
         if f > self.n_features:
             raise InvalidConfigError(
@@ -43,13 +59,7 @@ class FeatureEncoder(nn.Module):
         x = x.masked_fill(torch.isinf(x), float("nan"))
         nan = torch.isnan(x)
         if self.normalize:
-            ctx = x[:, : n_ctx if n_ctx is not None else n]
-            valid = ~torch.isnan(ctx)
-            count = valid.sum(1, keepdim=True).clamp_min(1)
-            mean = torch.where(valid, ctx, 0.0).sum(1, keepdim=True) / count  # (B, 1, F)
-            var = torch.where(valid, ctx - mean, 0.0).square().sum(1, keepdim=True) / count
-            std = var.sqrt()
-            std = torch.where(std < 1e-6, torch.ones_like(std), std)  # constant columns
+            mean, std = stats if stats is not None else self.context_stats(x[:, :n_ctx])
             x = ((x - mean) / std).clamp(-self.clip, self.clip)
         x = torch.nan_to_num(x, nan=0.0)
         used = torch.full((b,), f, device=x.device) if n_features is None else n_features

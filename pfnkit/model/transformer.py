@@ -10,7 +10,8 @@ H heads, D head dim, E d_model, K outputs.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,19 @@ from pfnkit.model.config import PFNConfig
 from pfnkit.model.encoders import FeatureEncoder, TargetEncoder
 from pfnkit.model.ffn import FFNBlock, build_ffn
 from pfnkit.model.heads import BarDistribution, classification_loss, mask_classes
+
+
+@dataclass
+class ContextCache:
+    """A context encoded once: per-layer keys/values (B, H, Nc, D) and feature statistics."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    stats: tuple[torch.Tensor, torch.Tensor] | None
+    n_features: torch.Tensor | None
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.kv[0][0].shape[2])
 
 
 class SplitAttention(nn.Module):
@@ -38,13 +52,20 @@ class SplitAttention(nn.Module):
 
     def forward(self, h: torch.Tensor, n_ctx: int, first_query: int = 0) -> torch.Tensor:
         """Attend rows ``[first_query:]`` of h (B, N, E) to its first n_ctx rows."""
-        b, _, e = h.shape
-        hd = e // self.n_heads
-        hq = h[:, first_query:]
-        n = hq.shape[1]
-        q = self.q(hq).view(b, n, self.n_heads, hd).transpose(1, 2)  # (B, H, N, D)
-        kv = self.kv(h[:, :n_ctx]).view(b, n_ctx, 2, self.n_heads, hd)
+        k, v = self.context_kv(h[:, :n_ctx])
+        return self.attend_kv(h[:, first_query:], k, v)
+
+    def context_kv(self, h_ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H, Nc, D) of the context rows h_ctx (B, Nc, E)."""
+        b, n_ctx, e = h_ctx.shape
+        kv = self.kv(h_ctx).view(b, n_ctx, 2, self.n_heads, e // self.n_heads)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, Nc, D)
+        return k, v
+
+    def attend_kv(self, hq: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Queries from hq (B, N, E) attend to given keys/values; returns (B, N, E)."""
+        b, n, e = hq.shape
+        q = self.q(hq).view(b, n, self.n_heads, e // self.n_heads).transpose(1, 2)  # (B,H,N,D)
         p = self.dropout if self.training else 0.0
         o = attend(q, k, v, backend=self.backend, dropout_p=p)  # (B, H, N, D)
         return self.out(o.transpose(1, 2).reshape(b, n, e))
@@ -75,6 +96,11 @@ class PFNLayer(nn.Module):
         first = n_ctx if test_only else 0
         h_out = h[:, first:] + self.drop(self.attn(self.norm1(h), n_ctx, first))
         return h_out + self.drop(self.ffn(self.norm2(h_out)))
+
+    def forward_kv(self, h: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Update rows h (B, M, E) attending to cached context keys/values."""
+        h = h + self.drop(self.attn.attend_kv(self.norm1(h), k, v))
+        return h + self.drop(self.ffn(self.norm2(h)))
 
 
 class PFN(nn.Module):
@@ -138,6 +164,33 @@ class PFN(nn.Module):
             h = layer(h, n_ctx, test_only=i == last)  # the last layer returns (B, M, E)
         return self.decoder(self.norm(h))  # (B, M, K)
 
+    @torch.no_grad()
+    def encode_context(
+        self, x_ctx: torch.Tensor, y_ctx: torch.Tensor, *, n_features: torch.Tensor | None = None
+    ) -> ContextCache:
+        """Run the context rows once and keep every layer's keys/values.
+
+        Test rows never influence context rows, so ``predict_cached(cache, x_test)`` equals
+        ``forward(cat(x_ctx, x_test), y_ctx)`` while repeated predictions skip the context.
+        """
+        stats = self.x_encoder.context_stats(x_ctx) if self.x_encoder.normalize else None
+        h = self.x_encoder(x_ctx, n_features, stats=stats) + self.y_encoder(y_ctx)
+        kv = []
+        for i, layer in enumerate(self.pfn_layers):
+            k, v = layer.attn.context_kv(layer.norm1(h))
+            kv.append((k, v))
+            if i < len(self.layers) - 1:
+                h = layer.forward_kv(h, k, v)
+        return ContextCache(kv=kv, stats=stats, n_features=n_features)
+
+    @torch.no_grad()
+    def predict_cached(self, cache: ContextCache, x_test: torch.Tensor) -> torch.Tensor:
+        """Logits (B, M, K) for test rows x_test (B, M, F) given an encoded context."""
+        h = self.x_encoder(x_test, cache.n_features, stats=cache.stats)
+        for layer, (k, v) in zip(self.pfn_layers, cache.kv):
+            h = layer.forward_kv(h, k, v)
+        return self.decoder(self.norm(h))
+
     def loss(self, batch: Any) -> torch.Tensor:
         """Mean per-test-row loss on a Batch: cross-entropy or bar-distribution NLL."""
         sep = batch.single_eval_pos
@@ -172,6 +225,10 @@ class PFN(nn.Module):
             nc = torch.as_tensor(n_classes, device=logits.device).expand(logits.shape[0])
             logits = mask_classes(logits, nc)
         return F.softmax(logits.float(), dim=-1)
+
+    @property
+    def pfn_layers(self) -> list[PFNLayer]:
+        return cast(list[PFNLayer], list(self.layers))
 
     @property
     def n_params(self) -> int:
