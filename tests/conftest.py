@@ -15,3 +15,22 @@ def tiny_model_kwargs():
 @pytest.fixture
 def tiny_train_kwargs():
     return dict(batch_size=4, rows=24, border_samples=2000, log_every=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """Small tabular PFNs trained for a few seconds (quality is not the point here)."""
+    from pfnkit.model import PFNConfig
+    from pfnkit.priors import SCMPrior
+    from pfnkit.train import TrainConfig, Trainer
+
+    out = {}
+    for task in ("classification", "regression"):
+        path = tmp_path_factory.mktemp(task)
+        model = PFNConfig(
+            n_features=64, d_model=32, n_layers=2, n_heads=2, n_bars=100, normalize_x=True
+        )
+        train = TrainConfig(steps=30, batch_size=4, rows=64, border_samples=5000, lr=3e-3)
+        Trainer(SCMPrior(task=task), model, train, path).run()
+        out[task] = path
+    return out

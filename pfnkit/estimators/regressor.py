@@ -1,0 +1,88 @@
+"""PFNRegressor: in-context regression with a full predictive distribution per row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import RegressorMixin
+
+from pfnkit.estimators._base import PFNEstimatorBase, load_model, resolve_device
+
+OUTPUT_TYPES = ("mean", "median", "quantiles", "full")
+
+
+class PFNRegressor(RegressorMixin, PFNEstimatorBase):
+    """Regressor that predicts a bar distribution for every row in one forward pass.
+
+    Parameters are those of PFNClassifier (``checkpoint``, ``n_estimators``,
+    ``softmax_temperature``, ``device``, ``random_state``, ``ignore_pretraining_limits``,
+    ``max_context``, ``preprocessing``); members differ in preprocessing, feature order
+    and context subsample, and their predictive distributions are averaged (a mixture).
+
+    ``predict(X)`` returns the predictive mean; ``predict(X, output_type="median")`` the
+    median, ``output_type="quantiles"`` an array (n_samples, len(quantiles)) for the given
+    ``quantiles``, and ``output_type="full"`` a dict with "mean", "median", "borders"
+    (n_bars + 1,) and "probabilities" (n_samples, n_bars) of the bar distribution.
+    """
+
+    _task = "regression"
+
+    def fit(self, X: Any, y: Any) -> PFNRegressor:
+        self._validate_params()
+        x, y = self._validate_fit_X(X, y)
+        y = np.asarray(y, dtype=np.float64)
+        if y.ndim != 1:
+            raise ValueError(
+                f"PFNRegressor takes one target column; y has shape {y.shape}. Fit one "
+                "regressor per target (sklearn.multioutput.MultiOutputRegressor)."
+            )
+        if not np.all(np.isfinite(y)):
+            raise ValueError("Input y contains NaN or infinity; drop those rows first.")
+        self.model_ = load_model(self.checkpoint, "regression", resolve_device(self.device))
+        self.y_mean_ = float(y.mean())
+        self.y_std_ = float(y.std()) or 1.0
+        self._build_members(x, (y - self.y_mean_) / self.y_std_, self.n_estimators)
+        return self
+
+    def _distribution(self, X: Any) -> tuple[torch.Tensor, Any]:
+        x = self._validate_predict_X(X)
+        logits = self._member_logits(x) / self.softmax_temperature  # (members, M, bars)
+        probs = torch.softmax(logits, dim=-1).mean(0)  # the members' mixture
+        return probs.clamp_min(1e-30).log(), self.model_.bar_distribution.cpu()
+
+    def predict(self, X: Any, output_type: str = "mean", quantiles: Any = (0.1, 0.5, 0.9)) -> Any:
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(
+                f"The 'output_type' parameter of PFNRegressor.predict must be one of "
+                f"{OUTPUT_TYPES}. Got {output_type!r} instead."
+            )
+        logp, dist = self._distribution(X)
+        mu, sd = self.y_mean_, self.y_std_
+        if output_type == "mean":
+            return dist.mean(logp).numpy().astype(np.float64) * sd + mu
+        if output_type == "median":
+            return dist.median(logp).numpy().astype(np.float64) * sd + mu
+        if output_type == "quantiles":
+            qs = np.atleast_1d(np.asarray(quantiles, dtype=np.float64))
+            if qs.size == 0 or np.any((qs <= 0) | (qs >= 1)):
+                raise ValueError(
+                    "The 'quantiles' parameter must hold levels strictly between 0 and 1. "
+                    f"Got {quantiles!r}."
+                )
+            cols = [dist.quantile(logp, float(q)).numpy() for q in qs]
+            return np.stack(cols, axis=1).astype(np.float64) * sd + mu
+        return {
+            "mean": dist.mean(logp).numpy().astype(np.float64) * sd + mu,
+            "median": dist.median(logp).numpy().astype(np.float64) * sd + mu,
+            "borders": dist.borders.numpy().astype(np.float64) * sd + mu,
+            "probabilities": logp.exp().numpy(),
+        }
+
+    def nll(self, X: Any, y: Any) -> np.ndarray:
+        """Negative log density of each y under its predictive distribution (in y's units)."""
+        logp, dist = self._distribution(X)
+        y_std = (np.asarray(y, dtype=np.float64) - self.y_mean_) / self.y_std_
+        nll = dist.nll(logp, torch.as_tensor(y_std, dtype=torch.float32)).numpy()
+        return nll.astype(np.float64) + np.log(self.y_std_)

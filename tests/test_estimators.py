@@ -1,0 +1,178 @@
+"""PFNClassifier / PFNRegressor: the scikit-learn contract, inputs, limits and errors."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, make_classification
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pfnkit import PFNClassifier, PFNRegressor
+from pfnkit.exceptions import CheckpointError
+
+
+@pytest.fixture(scope="module")
+def ckpts(tiny_checkpoints):
+    return tiny_checkpoints
+
+
+def clf(ckpts, **kw):
+    kw = {"n_estimators": 3, "random_state": 0, **kw}
+    return PFNClassifier(checkpoint=ckpts["classification"], **kw)
+
+
+def reg(ckpts, **kw):
+    kw = {"n_estimators": 3, "random_state": 0, **kw}
+    return PFNRegressor(checkpoint=ckpts["regression"], **kw)
+
+
+def test_classifier_fit_predict_shapes_and_probabilities(ckpts):
+    X, y = load_iris(return_X_y=True)
+    model = clf(ckpts).fit(X[::2], y[::2])
+    proba = model.predict_proba(X[1::2])
+    assert proba.shape == (75, 3)
+    assert np.allclose(proba.sum(1), 1.0) and (proba >= 0).all()
+    assert set(model.predict(X[1::2])) <= set(model.classes_)
+    assert model.n_features_in_ == 4
+
+
+def test_repeated_predict_is_identical_and_uses_the_cache(ckpts, monkeypatch):
+    X, y = load_iris(return_X_y=True)
+    model = clf(ckpts).fit(X[::2], y[::2])
+    first = model.predict_proba(X[1::2])
+
+    def boom(*a, **k):
+        raise AssertionError("predict must not re-encode the context")
+
+    monkeypatch.setattr(model.model_, "encode_context", boom)
+    assert np.array_equal(first, model.predict_proba(X[1::2]))
+
+
+def test_string_labels_pandas_categoricals_and_missing(ckpts):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    n = 80
+    df = pd.DataFrame(
+        {
+            "num": rng.normal(size=n),
+            "color": rng.choice(["red", "green", "blue"], size=n),
+            "flag": rng.choice([True, False], size=n),
+            "cat": pd.Categorical(rng.choice(["a", "b"], size=n)),
+        }
+    )
+    df.loc[::7, "num"] = np.nan
+    df.loc[::9, "color"] = None
+    y = np.where(df["num"].fillna(0) > 0, "yes", "no")
+    model = clf(ckpts).fit(df, y)
+    assert list(model.classes_) == ["no", "yes"]
+    assert model.encoder_.categorical_.tolist() == [False, True, False, True]
+    unseen = df.copy()
+    unseen.loc[0, "color"] = "purple"  # a category never seen in fit counts as missing
+    assert model.predict_proba(unseen).shape == (n, 2)
+    assert list(model.feature_names_in_) == ["num", "color", "flag", "cat"]
+
+
+def test_more_classes_than_the_checkpoint_uses_output_codes(ckpts):
+    X, y = make_classification(
+        n_samples=300,
+        n_features=6,
+        n_informative=6,
+        n_redundant=0,
+        n_classes=13,
+        n_clusters_per_class=1,
+        random_state=0,
+    )
+    model = clf(ckpts).fit(X[:200], y[:200])
+    assert model.codes_ and len(model.members_) >= 3
+    proba = model.predict_proba(X[200:])
+    assert proba.shape == (100, 13) and np.allclose(proba.sum(1), 1.0)
+
+
+def test_pretraining_limits_warn_and_can_be_ignored(ckpts):
+    X, y = make_classification(n_samples=400, n_features=80, random_state=0)
+    with pytest.warns(UserWarning) as rec:
+        model = clf(ckpts).fit(X, y)
+    text = " ".join(str(w.message) for w in rec)
+    assert "random subset" in text and "features" in text and "rows" in text
+    assert all(len(m["cols"]) == model.model_.config.n_features for m in model.members_)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = clf(ckpts, ignore_pretraining_limits=True).fit(X[:, :10], y)
+    assert model.context_.n_ctx == 400
+
+
+def test_regressor_outputs(ckpts):
+    X, y = load_diabetes(return_X_y=True)
+    model = reg(ckpts).fit(X[:200], y[:200])
+    mean = model.predict(X[200:260])
+    median = model.predict(X[200:260], output_type="median")
+    q = model.predict(X[200:260], output_type="quantiles", quantiles=[0.1, 0.5, 0.9])
+    full = model.predict(X[200:260], output_type="full")
+    assert mean.shape == median.shape == (60,) and q.shape == (60, 3)
+    assert np.all(q[:, 0] <= q[:, 1]) and np.all(q[:, 1] <= q[:, 2])
+    assert np.allclose(q[:, 1], median, rtol=1e-4, atol=1e-3)
+    assert full["probabilities"].shape == (60, full["borders"].shape[0] - 1)
+    assert np.allclose(full["probabilities"].sum(1), 1.0, atol=1e-4)
+    assert np.allclose(full["mean"], mean)
+    assert y.min() - 3 * y.std() < mean.min() and mean.max() < y.max() + 3 * y.std()
+    assert np.isfinite(model.nll(X[200:260], y[200:260])).all()
+    with pytest.raises(ValueError, match="output_type"):
+        model.predict(X[:3], output_type="mode")
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        model.predict(X[:3], output_type="quantiles", quantiles=[0.0, 0.5])
+
+
+def test_sklearn_tools(ckpts):
+    X, y = load_breast_cancer(return_X_y=True)
+    X, y = X[:160], y[:160]
+    pipe = make_pipeline(StandardScaler(), clf(ckpts, n_estimators=1))
+    scores = cross_val_score(pipe, X, y, cv=2)
+    assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
+    grid = GridSearchCV(clf(ckpts), {"n_estimators": [1, 2]}, cv=2).fit(X, y)
+    assert grid.best_params_["n_estimators"] in (1, 2)
+    cal = CalibratedClassifierCV(clf(ckpts, n_estimators=1), cv=2).fit(X, y)
+    assert cal.predict_proba(X[:5]).shape == (5, 2)
+    fitted = clf(ckpts).fit(X, y)
+    again = pickle.loads(pickle.dumps(fitted))
+    assert np.allclose(again.predict_proba(X[:20]), fitted.predict_proba(X[:20]))
+    assert clone(fitted).get_params() == fitted.get_params()
+
+
+@pytest.mark.parametrize(
+    "X, y, match",
+    [
+        (np.ones((5, 2)), np.zeros(5), "at least 2 classes"),
+        (np.array([[1.0, np.inf], [2.0, 3.0], [3.0, 1.0]]), np.array([0, 1, 0]), "infinity"),
+        (np.empty((0, 3)), np.empty(0), "0 sample"),
+    ],
+)
+def test_bad_input_errors(ckpts, X, y, match):
+    with pytest.raises(ValueError, match=match):
+        clf(ckpts).fit(X, y)
+
+
+def test_mismatched_features_and_bad_params(ckpts):
+    X, y = load_iris(return_X_y=True)
+    model = clf(ckpts).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        model.predict(X[:, :3])
+    with pytest.raises(ValueError, match="n_estimators"):
+        clf(ckpts, n_estimators=0).fit(X, y)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        PFNClassifier(checkpoint="no/such/file.pt").fit(X, y)
+    with pytest.raises(CheckpointError, match="regression PFN"):
+        PFNClassifier(checkpoint=ckpts["regression"]).fit(X, y)
+
+
+def test_corrupt_checkpoint_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        PFNClassifier(checkpoint=bad).fit(np.eye(3), [0, 1, 0])
