@@ -146,3 +146,15 @@ def test_debug_shows_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(cli_app, "DEBUG", True)
     r = invoke("train-prior", "--prior", "gpp", "--out", tmp_path / "x")
     assert r.exit_code != 0 and isinstance(r.exception, UnknownNameError)
+
+
+def test_export_writes_safetensors_and_card(gp_run, tmp_path):
+    out = tmp_path / "w.safetensors"
+    r = invoke("export", gp_run, out)
+    assert r.exit_code == 0, r.output
+    card = out.with_suffix(".md").read_text()
+    assert "steps: 3 of 3" in card and '"name": "gp"' in card
+    x, y = torch.rand(1, 10, 1), torch.randn(1, 6)
+    a, b = pfnkit.load_checkpoint(gp_run), pfnkit.load_checkpoint(out)
+    assert torch.equal(a(x, y), b(x, y))
+    assert "must end in .safetensors" in one_error_line(invoke("export", gp_run, tmp_path / "w.pt"))

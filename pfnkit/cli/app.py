@@ -244,6 +244,31 @@ def info(
         out.print("\n".join(lines), highlight=False, soft_wrap=True, markup=False)
 
 
+@app.command("export")
+def export(
+    path: Annotated[Path, typer.Argument(help="Run directory or .pt checkpoint.")],
+    out: Annotated[Path, typer.Argument(help="Output .safetensors file.")],
+    card: Annotated[
+        bool, typer.Option(help="Also write a markdown card next to it (OUT.md).")
+    ] = True,
+) -> None:
+    """Export weights and configs to safetensors (no optimizer state), with a card."""
+    with user_errors():
+        from pfnkit.exceptions import InvalidConfigError
+        from pfnkit.train.checkpoint import card_markdown, export_safetensors, read_checkpoint
+
+        if out.suffix != ".safetensors":
+            raise InvalidConfigError(f"OUT must end in .safetensors. Got '{out}'.")
+        export_safetensors(path, out)
+        msg = f"Wrote {out} ({out.stat().st_size / 1e6:.1f} MB)"
+        if card:
+            text = card_markdown(read_checkpoint(path), title=out.stem)
+            card_path = out.with_suffix(".md")
+            card_path.write_text(text)
+            msg += f" and {card_path}"
+        err.print(msg, highlight=False, markup=False)
+
+
 def run() -> None:
     """Entry point: ``--debug`` anywhere on the line shows tracebacks."""
     global DEBUG

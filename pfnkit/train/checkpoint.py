@@ -175,3 +175,37 @@ def card_of(data: dict[str, Any]) -> dict[str, Any]:
         "world_size",
     )
     return {k: data[k] for k in keys if k in data}
+
+
+def card_markdown(data: dict[str, Any], *, title: str, extra: str = "") -> str:
+    """A human-readable card: recipe, seed, steps, wall time, machine and final loss."""
+    import platform
+
+    import torch
+
+    card = card_of(data)
+    train = card.get("train_config", {})
+    metrics = card.get("metrics", {})
+    recipe = {"prior": card.get("prior"), "model": card.get("model_config"), "train": train}
+    lines = [
+        f"# {title}",
+        "",
+        f"- pfnkit {card.get('pfnkit_version')}, checkpoint format {card.get('format_version')}",
+        f"- steps: {card.get('step')} of {train.get('steps')} (batch {train.get('batch_size')}, "
+        f"rows {train.get('rows')}, seed {train.get('seed')}, "
+        f"world size {card.get('world_size', 1)})",
+        f"- datasets seen: {metrics.get('datasets_seen', 0):,}",
+        f"- training wall time: {metrics.get('wall_time', 0.0) / 60:.1f} min",
+        f"- final training loss: {metrics.get('loss', float('nan')):.4f}",
+        f"- exported on: {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__}",
+        "",
+        "## Recipe",
+        "",
+        "```json",
+        json.dumps(recipe, indent=2),
+        "```",
+    ]
+    if extra:
+        lines += ["", extra.strip()]
+    return "\n".join(lines) + "\n"
