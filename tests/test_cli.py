@@ -158,3 +158,32 @@ def test_export_writes_safetensors_and_card(gp_run, tmp_path):
     a, b = pfnkit.load_checkpoint(gp_run), pfnkit.load_checkpoint(out)
     assert torch.equal(a(x, y), b(x, y))
     assert "must end in .safetensors" in one_error_line(invoke("export", gp_run, tmp_path / "w.pt"))
+
+
+def test_evaluate_on_bundled_sklearn_data(tiny_checkpoints):
+    r = invoke(
+        "evaluate",
+        "--dataset",
+        "iris",
+        "--checkpoint",
+        tiny_checkpoints["classification"],
+        "--folds",
+        2,
+        "--n-estimators",
+        1,
+    )
+    assert r.exit_code == 0, r.output
+    assert "ROC AUC" in r.output and "2-fold CV" in r.output
+    r = invoke(
+        "evaluate",
+        "--dataset",
+        "diabetes",
+        "--checkpoint",
+        tiny_checkpoints["regression"],
+        "--folds",
+        2,
+        "--n-estimators",
+        1,
+    )
+    assert r.exit_code == 0 and "RMSE" in r.output, r.output
+    assert "Known: breast_cancer" in one_error_line(invoke("evaluate", "--dataset", "mnist"))

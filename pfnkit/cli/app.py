@@ -244,6 +244,81 @@ def info(
         out.print("\n".join(lines), highlight=False, soft_wrap=True, markup=False)
 
 
+DATASETS = ("breast_cancer", "iris", "wine", "digits", "diabetes")
+
+
+@app.command("evaluate")
+def evaluate(
+    dataset: Annotated[
+        str, typer.Option(help=f"A scikit-learn bundled data set: {', '.join(DATASETS)}.")
+    ] = "breast_cancer",
+    checkpoint: Annotated[
+        str, typer.Option(help="'default' (bundled), a run directory or a checkpoint file.")
+    ] = "default",
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+    n_estimators: Annotated[int, typer.Option(help="Ensemble members.")] = 8,
+    seed: Annotated[int, typer.Option(help="Random seed of the folds and the ensemble.")] = 0,
+) -> None:
+    """Cross-validate PFNClassifier / PFNRegressor on a bundled data set, offline."""
+    with user_errors():
+        import time
+        import warnings
+
+        import numpy as np
+        from sklearn import datasets as skd
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        from pfnkit import PFNClassifier, PFNRegressor
+        from pfnkit.exceptions import InvalidConfigError
+        from pfnkit.registry import unknown_message
+
+        if dataset not in DATASETS:
+            raise InvalidConfigError(unknown_message("data set", dataset, list(DATASETS)))
+        if folds < 2:
+            raise InvalidConfigError(f"--folds must be >= 2. Got {folds}.")
+        X, y = getattr(skd, f"load_{dataset}")(return_X_y=True)
+        regression = dataset == "diabetes"
+        split = (KFold if regression else StratifiedKFold)(folds, shuffle=True, random_state=seed)
+        rows: list[tuple[float, ...]] = []
+        times: list[float] = []
+        for train, test in split.split(X, y):
+            est = (PFNRegressor if regression else PFNClassifier)(
+                checkpoint=checkpoint, n_estimators=n_estimators, random_state=seed
+            )
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                est.fit(X[train], y[train])
+                if regression:
+                    pred = est.predict(X[test])
+                    nll = float(np.mean(est.nll(X[test], y[test])))
+                    rows.append((float(np.sqrt(np.mean((pred - y[test]) ** 2))), nll))
+                else:
+                    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+
+                    proba = est.predict_proba(X[test])
+                    auc = (
+                        roc_auc_score(y[test], proba[:, 1])
+                        if proba.shape[1] == 2
+                        else roc_auc_score(y[test], proba, multi_class="ovr")
+                    )
+                    acc = accuracy_score(y[test], est.classes_[proba.argmax(1)])
+                    rows.append((auc, acc, log_loss(y[test], proba, labels=est.classes_)))
+            times.append(time.perf_counter() - t0)
+        m = np.mean(rows, axis=0)
+        what = (
+            f"RMSE {m[0]:.3f}, NLL {m[1]:.3f}"
+            if regression
+            else f"ROC AUC {m[0]:.4f}, accuracy {m[1]:.4f}, log loss {m[2]:.4f}"
+        )
+        out.print(
+            f"{dataset} ({X.shape[0]} rows, {X.shape[1]} features), {folds}-fold CV: {what}; "
+            f"fit+predict {np.median(times):.2f} s per fold (median)",
+            highlight=False,
+            markup=False,
+        )
+
+
 @app.command("export")
 def export(
     path: Annotated[Path, typer.Argument(help="Run directory or .pt checkpoint.")],

@@ -18,8 +18,9 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
 
     Parameters are those of PFNClassifier (``checkpoint``, ``n_estimators``,
     ``softmax_temperature``, ``device``, ``random_state``, ``ignore_pretraining_limits``,
-    ``max_context``, ``preprocessing``); members differ in preprocessing, feature order
-    and context subsample, and their predictive distributions are averaged (a mixture).
+    ``max_context``, ``preprocessing``), except that ``softmax_temperature`` defaults to
+    1.0 (the PFN's posterior predictive as trained). Members differ in preprocessing,
+    feature order and context subsample; their predictive distributions are averaged.
 
     ``predict(X)`` returns the predictive mean; ``predict(X, output_type="median")`` the
     median, ``output_type="quantiles"`` an array (n_samples, len(quantiles)) for the given
@@ -28,6 +29,30 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
     """
 
     _task = "regression"
+
+    def __init__(
+        self,
+        checkpoint: Any = "default",
+        n_estimators: int = 8,
+        softmax_temperature: float = 1.0,
+        device: str = "auto",
+        random_state: Any = None,
+        ignore_pretraining_limits: bool = False,
+        max_context: int | None = None,
+        preprocessing: str = "alternate",
+    ) -> None:
+        # temperature 1: the PFN's output is a posterior predictive; sharpening it would
+        # trade calibration (NLL) for nothing a point prediction needs
+        super().__init__(
+            checkpoint=checkpoint,
+            n_estimators=n_estimators,
+            softmax_temperature=softmax_temperature,
+            device=device,
+            random_state=random_state,
+            ignore_pretraining_limits=ignore_pretraining_limits,
+            max_context=max_context,
+            preprocessing=preprocessing,
+        )
 
     def fit(self, X: Any, y: Any) -> PFNRegressor:
         self._validate_params()
