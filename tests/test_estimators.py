@@ -176,3 +176,24 @@ def test_corrupt_checkpoint_file(tmp_path):
     bad.write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="corrupt"):
         PFNClassifier(checkpoint=bad).fit(np.eye(3), [0, 1, 0])
+
+
+def test_bundled_checkpoints_work_offline_and_learn():
+    from sklearn.model_selection import train_test_split
+
+    from pfnkit.estimators._base import DEFAULT_CHECKPOINTS, bundled_checkpoint
+
+    for task in DEFAULT_CHECKPOINTS:
+        try:
+            bundled_checkpoint(task)
+        except CheckpointError:
+            pytest.skip("bundled checkpoints not built yet")
+    X, y = load_breast_cancer(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.5, stratify=y, random_state=0)
+    from sklearn.metrics import r2_score, roc_auc_score
+
+    proba = PFNClassifier(random_state=0).fit(Xtr, ytr).predict_proba(Xte)
+    assert roc_auc_score(yte, proba[:, 1]) > 0.95
+    X, y = load_diabetes(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.5, random_state=0)
+    assert r2_score(yte, PFNRegressor(random_state=0).fit(Xtr, ytr).predict(Xte)) > 0.3
