@@ -9,6 +9,7 @@ import torch
 from sklearn.base import RegressorMixin
 
 from pfnkit.estimators._base import PFNEstimatorBase, load_model, resolve_device
+from pfnkit.model.heads import BarDistribution
 
 OUTPUT_TYPES = ("mean", "median", "quantiles", "full")
 
@@ -75,7 +76,9 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
         x = self._validate_predict_X(X)
         logits = self._member_logits(x) / self.softmax_temperature  # (members, M, bars)
         probs = torch.softmax(logits, dim=-1).mean(0)  # the members' mixture
-        return probs.clamp_min(1e-30).log(), self.model_.bar_distribution.cpu()
+        # a CPU copy of the head: the model itself may live on a GPU
+        dist = BarDistribution(self.model_.bar_distribution.borders.detach().cpu())
+        return probs.clamp_min(1e-30).log(), dist
 
     def predict(self, X: Any, output_type: str = "mean", quantiles: Any = (0.1, 0.5, 0.9)) -> Any:
         if output_type not in OUTPUT_TYPES:
