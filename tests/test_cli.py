@@ -187,3 +187,59 @@ def test_evaluate_on_bundled_sklearn_data(tiny_checkpoints):
     )
     assert r.exit_code == 0 and "RMSE" in r.output, r.output
     assert "Known: breast_cancer" in one_error_line(invoke("evaluate", "--dataset", "mnist"))
+
+
+@pytest.mark.parametrize(
+    "ffn, options",
+    [
+        ("moe", ["n_experts=4", "top_k=2"]),
+        ("fff", ["depth=2", "master_leaf=true"]),
+        ("lowrank", ["rank=4"]),
+        ("blockdiag", ["n_blocks=2"]),
+        ("topk", ["k=8"]),
+        ("glu", []),
+    ],
+)
+def test_every_block_trains_through_the_cli(tmp_path, ffn, options):
+    args = [a for o in options for a in ("--ffn-option", o)]
+    r = invoke(
+        "train-prior",
+        "--prior",
+        "gp",
+        "--steps",
+        2,
+        "--out",
+        tmp_path / ffn,
+        "--ffn",
+        ffn,
+        *args,
+        *TINY,
+    )
+    assert r.exit_code == 0, r.output
+    model = pfnkit.load_checkpoint(tmp_path / ffn)
+    assert model.config.ffn == ffn
+    assert len(model.config.ffn_options) == len(options)
+
+
+def test_bad_ffn_option_is_one_clear_line(tmp_path):
+    msg = one_error_line(
+        invoke(
+            "train-prior",
+            "--prior",
+            "gp",
+            "--ffn",
+            "moe",
+            "--ffn-option",
+            "n_expert=4",
+            "--out",
+            tmp_path / "x",
+            *TINY,
+        )
+    )
+    assert "Unknown option 'n_expert'" in msg and "n_experts: int = 8" in msg
+    msg = one_error_line(
+        invoke(
+            "train-prior", "--prior", "gp", "--ffn-option", "oops", "--out", tmp_path / "y", *TINY
+        )
+    )
+    assert "key=value" in msg

@@ -19,17 +19,55 @@ def make(task="regression", **kw):
     return model.eval()
 
 
-@pytest.mark.parametrize("name", FFN_BLOCKS.names())
-def test_ffn_block_contract(name):
-    check_ffn_block(FFN_BLOCKS.get(name))
+BLOCK_OPTIONS = {
+    "mlp": [{}],
+    "glu": [{}, {"activation": "gelu"}, {"activation": "relu"}],
+    "moe": [
+        {},
+        {"dispatch": "loop"},
+        {"dispatch": "grouped"},
+        {"router": "hash"},
+        {"capacity_factor": 1.0, "top_k": 1, "n_experts": 4},
+    ],
+    "fff": [{}, {"depth": 2, "master_leaf": True, "balance_weight": 0.1}, {"depth": 0}],
+    "lowrank": [{}, {"rank": 2}],
+    "blockdiag": [{}, {"n_blocks": 2}],
+    "topk": [{}, {"k": 3}],
+    "semi24": [{}],
+}
+
+
+def test_every_block_has_contract_examples():
+    assert set(FFN_BLOCKS.names()) <= set(BLOCK_OPTIONS), "add the new block to BLOCK_OPTIONS"
+
+
+@pytest.mark.parametrize(
+    "name, options", [(n, o) for n, opts in BLOCK_OPTIONS.items() for o in opts], ids=repr
+)
+def test_ffn_block_contract(name, options):
+    if name == "semi24" and not torch.cuda.is_available():
+        with pytest.raises(InvalidConfigError, match="CUDA"):
+            build_ffn(name, 64, 128)
+        return
+    check_ffn_block(name, **options)
 
 
 def test_ffn_options_are_checked():
-    with pytest.raises(InvalidConfigError, match="takes"):
+    with pytest.raises(InvalidConfigError, match="Options: no options"):
         build_ffn("mlp", 8, 16, {"n_experts": 4})
+    with pytest.raises(InvalidConfigError, match="Did you mean 'n_experts'"):
+        build_ffn("moe", 8, 16, {"n_expert": 4})
+    with pytest.raises(InvalidConfigError, match="must be of type int"):
+        build_ffn("moe", 8, 16, {"top_k": "two"})
+    with pytest.raises(InvalidConfigError, match="top_k must be in"):
+        build_ffn("moe", 8, 16, {"top_k": 9})
+    with pytest.raises(InvalidConfigError, match="depth must be in"):
+        build_ffn("fff", 8, 16, {"depth": 5})
+    with pytest.raises(InvalidConfigError, match="n_blocks must divide"):
+        build_ffn("blockdiag", 8, 16, {"n_blocks": 3})
     with pytest.raises(InvalidConfigError, match="activation"):
         build_ffn("glu", 8, 16, {"activation": "tanhh"})
-    with pytest.raises(UnknownNameError, match="Known: glu, mlp"):
+    with pytest.raises(UnknownNameError, match="Did you mean .moe."):
         PFNConfig(ffn="moe-typo")
 
 
@@ -168,3 +206,67 @@ def test_cached_context_matches_full_forward(task, normalize_x):
     assert torch.allclose(model.predict_cached(cache, x[:, 12:]), full, atol=1e-5)
     # the same cache serves other test rows too
     assert torch.allclose(model.predict_cached(cache, x[:, 15:]), full[:, 3:], atol=1e-5)
+
+
+@pytest.mark.parametrize("capacity_factor", [0.0, 0.75])
+def test_moe_dispatch_implementations_agree(capacity_factor):
+    x = torch.randn(2, 40, 16)
+    results = []
+    for dispatch in ("loop", "sorted", "grouped"):
+        torch.manual_seed(3)
+        block = build_ffn("moe", 16, 32, {"dispatch": dispatch, "capacity_factor": capacity_factor})
+        y = block(x)
+        (y.square().sum() + block.aux_loss).backward()
+        results.append((y.detach(), block.w1.grad.clone(), block.router.weight.grad.clone()))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_moe_capacity_drops_tokens_and_losses_are_collected():
+    torch.manual_seed(0)
+    block = build_ffn("moe", 16, 32, {"n_experts": 4, "top_k": 1, "capacity_factor": 0.25})
+    x = torch.randn(64, 16)
+    out = block(x)
+    assert (out.abs().sum(-1) == 0).sum() >= 64 - 4 * 4  # at most 4 tokens per expert survive
+    assert block.aux_loss is not None and block.aux_loss > 0
+    model = PFN(PFNConfig(n_features=3, d_model=16, n_heads=2, n_layers=2, ffn="moe"))
+    model(torch.randn(1, 10, 3), torch.randn(1, 6))
+    assert model.aux_loss() is not None  # the trainer adds this to the loss
+    model.eval()
+    model(torch.randn(1, 10, 3), torch.randn(1, 6))
+    assert model.aux_loss() is None
+
+
+def test_fff_hard_descent_equals_hardened_soft_path():
+    from pfnkit.model.ffn import FFFBlock
+
+    torch.manual_seed(0)
+    for master in (False, True):
+        block = FFFBlock(16, 64, depth=3, master_leaf=master).eval()
+        torch.nn.init.normal_(block.b1)
+        torch.nn.init.normal_(block.b2)
+        for rows in (1, 5, 300):  # the gather path and the grouped path
+            x = torch.randn(rows, 16)
+            soft = block.forward_soft(x, hard=True) + (block.master(x) if master else 0)
+            assert torch.allclose(block(x), soft, atol=1e-5)
+        leaves = block.leaf_index(torch.randn(1000, 16))
+        assert leaves.min() >= 0 and leaves.max() < 8
+
+
+def test_fff_hardening_pushes_decisions_apart():
+    from pfnkit.model.ffn import FFFBlock
+
+    torch.manual_seed(0)
+    block = FFFBlock(8, 32, depth=2, hardening_weight=1.0, harden_steps=1)
+    opt = torch.optim.Adam(block.parameters(), lr=0.05)
+    x = torch.randn(256, 8)
+    for _ in range(60):
+        opt.zero_grad()
+        block(x)
+        block.aux_loss.backward()
+        opt.step()
+    p = torch.sigmoid(block.leaf_probs(x)[1])
+    assert ((p < 0.1) | (p > 0.9)).float().mean() > 0.8
+    assert int(block.step) == 60  # the ramp counter is saved in the state dict
+    assert "step" in block.state_dict()

@@ -61,7 +61,13 @@ def train_prior(
     n_layers: Annotated[int | None, typer.Option(help="Transformer layers.")] = None,
     n_heads: Annotated[int | None, typer.Option(help="Attention heads.")] = None,
     d_ffn: Annotated[int | None, typer.Option(help="FFN hidden width.")] = None,
-    ffn: Annotated[str | None, typer.Option(help="FFN block (mlp, glu, ...).")] = None,
+    ffn: Annotated[
+        str | None, typer.Option(help="FFN block: mlp, glu, moe, fff, lowrank, blockdiag, topk.")
+    ] = None,
+    ffn_option: Annotated[
+        list[str] | None,
+        typer.Option("--ffn-option", help="FFN block option key=value (repeatable)."),
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
@@ -81,7 +87,9 @@ def train_prior(
 
         if threads is not None:
             torch.set_num_threads(threads)
+        options = _parse_options(ffn_option or [])
         model_o = _given(
+            ffn_options=options or None,
             d_model=d_model,
             n_layers=n_layers,
             n_heads=n_heads,
@@ -124,6 +132,24 @@ def train_prior(
                 out_dir = Path("runs") / (Path(source).stem if is_file else source)
             trainer = Trainer(p, model_cfg, train_cfg, out_dir, overwrite=overwrite)
         _train_with_progress(trainer, quiet)
+
+
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    """["top_k=2", "router=hash"] -> {"top_k": 2, "router": "hash"} (JSON values, else text)."""
+    from pfnkit.exceptions import InvalidConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidConfigError(
+                f"--ffn-option takes key=value (e.g. --ffn-option top_k=2). Got {item!r}."
+            )
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
 
 
 def _given(**kwargs: Any) -> dict[str, Any]:

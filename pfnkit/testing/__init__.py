@@ -48,24 +48,41 @@ def check_prior(prior: Any, *, n_features: int = 3) -> None:
         assert build_prior(prior_to_dict(prior)) == prior, "recipe round-trip changed the prior"
 
 
-def check_ffn_block(cls: type, *, d_model: int = 16, d_ffn: int = 32, **options: Any) -> None:
-    """Assert that an FFN block class honours the block contract.
+def check_ffn_block(
+    block: type | str, *, d_model: int = 16, d_ffn: int = 64, **options: Any
+) -> None:
+    """Assert that an FFN block (a class or a registered name) honours the block contract.
 
     Checks: the (d_model, d_ffn, **options) constructor, (..., E) -> (..., E) for 2-D and
-    3-D inputs, gradients reach every parameter, the parameter counts, and that
+    3-D inputs, gradients reach every trainable parameter, determinism, the parameter
+    counts, a state-dict round-trip into a block rebuilt by name, and that
     ``zero_init_output`` makes the block output zero.
     """
+    from pfnkit.model.ffn import FFN_BLOCKS, build_ffn
+
+    name = block if isinstance(block, str) else None
+    cls = FFN_BLOCKS.get(block) if isinstance(block, str) else block
     torch.manual_seed(0)
-    block = cls(d_model, d_ffn, **options)
+    blk = build_ffn(name, d_model, d_ffn, options) if name else cls(d_model, d_ffn, **options)
     for shape in ((5, d_model), (2, 7, d_model)):
         x = torch.randn(*shape)
-        y = block(x)
+        y = blk(x)
         assert y.shape == x.shape, f"{cls.__name__} mapped {x.shape} to {y.shape}"
-    y = block(torch.randn(3, 4, d_model))
-    (y.square().sum() + (block.aux_loss if block.aux_loss is not None else 0)).backward()
-    for name, p in block.named_parameters():
-        assert p.grad is not None, f"{cls.__name__}.{name} got no gradient"
-    assert block.total_params == sum(p.numel() for p in block.parameters())
-    assert 0 < block.active_params_per_token <= block.total_params
-    block.zero_init_output()
-    assert torch.allclose(block(torch.randn(3, d_model)), torch.zeros(3, d_model), atol=1e-6)
+    blk.train()
+    y = blk(torch.randn(4, 64, d_model))
+    (y.square().sum() + (blk.aux_loss if blk.aux_loss is not None else 0)).backward()
+    for pname, p in blk.named_parameters():
+        if p.requires_grad and p.numel() > 0:
+            assert p.grad is not None, f"{cls.__name__}.{pname} got no gradient"
+    blk.eval()
+    x = torch.randn(9, d_model)
+    assert torch.equal(blk(x), blk(x)), f"{cls.__name__} is not deterministic in eval mode"
+    assert blk.total_params == sum(p.numel() for p in blk.parameters())
+    assert 0 < blk.active_params_per_token <= blk.total_params
+    if name is not None:
+        torch.manual_seed(1)
+        twin = build_ffn(name, d_model, d_ffn, options).eval()
+        twin.load_state_dict(blk.state_dict())
+        assert torch.allclose(twin(x), blk(x)), f"{name}: state-dict round-trip changed outputs"
+    blk.zero_init_output()
+    assert torch.allclose(blk(torch.randn(3, d_model)), torch.zeros(3, d_model), atol=1e-6)

@@ -162,7 +162,9 @@ class Trainer:
 
     def _prior_borders(self) -> torch.Tensor:
         tc = self.train_config
-        shape = self.batch_shape(tc.rows // 2)
+        # big batches: per-call overhead dominates small priors at small training batches
+        batch = max(tc.batch_size, math.ceil(8192 / tc.rows))
+        shape = BatchShape(batch, tc.rows, self.model_config.n_features, max(1, tc.rows // 2))
         per_batch = shape.batch_size * shape.n_rows
         n_batches = max(1, math.ceil(tc.border_samples / per_batch))
         targets = [
