@@ -85,3 +85,11 @@ def test_save_checkpoint_adds_versions(tmp_path):
     path = save_checkpoint(tmp_path, {"model_config": {}, "state_dict": {}, "step": 0})
     data = torch.load(path, weights_only=True)
     assert data["format_version"] == FORMAT_VERSION and data["pfnkit_version"] == pfnkit.__version__
+
+
+def test_checkpoint_with_an_unknown_block_is_a_clear_error(run, tmp_path):
+    data = torch.load(run / "checkpoint.pt", weights_only=True)
+    data["model_config"]["ffn"] = "hyperffn"
+    torch.save(data, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="Unknown FFN block 'hyperffn'.*Upgrade pfnkit"):
+        pfnkit.load_checkpoint(tmp_path / "future.pt")

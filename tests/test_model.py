@@ -270,3 +270,15 @@ def test_fff_hardening_pushes_decisions_apart():
     assert ((p < 0.1) | (p > 0.9)).float().mean() > 0.8
     assert int(block.step) == 60  # the ramp counter is saved in the state dict
     assert "step" in block.state_dict()
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "math"])
+def test_chunked_attention_matches_unchunked(backend):
+    q, k, v = torch.randn(2, 2, 37, 8), torch.randn(2, 2, 11, 8), torch.randn(2, 2, 11, 8)
+    full = attend(q, k, v, backend=backend)
+    assert torch.allclose(attend(q, k, v, backend=backend, chunk_rows=5), full, atol=1e-6)
+    a = make()
+    b = make(attention_chunk=3)
+    b.load_state_dict(a.state_dict())
+    x, y = torch.randn(2, 20, 3), torch.randn(2, 12)
+    assert torch.allclose(a(x, y), b(x, y), atol=1e-5)

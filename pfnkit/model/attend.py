@@ -38,6 +38,26 @@ ATTENTION_BACKENDS.register("sdpa", sdpa)
 ATTENTION_BACKENDS.register("math", math_attention)
 
 
+def _register_optional() -> None:
+    """Backends from optional packages, registered only when they import."""
+    try:
+        from flash_attn import flash_attn_func  # type: ignore[import-not-found]
+    except ImportError:
+        return
+
+    def flash(
+        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0
+    ) -> torch.Tensor:
+        # flash-attn wants (B, N, H, D) in fp16/bf16 on CUDA
+        o = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p)
+        return o.transpose(1, 2)
+
+    ATTENTION_BACKENDS.register("flash_attn", flash)
+
+
+_register_optional()
+
+
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -45,6 +65,19 @@ def attend(
     *,
     backend: str = "sdpa",
     dropout_p: float = 0.0,
+    chunk_rows: int = 0,
 ) -> torch.Tensor:
-    """Run the named attention backend."""
-    return ATTENTION_BACKENDS.get(backend)(q, k, v, dropout_p)
+    """Run the named attention backend.
+
+    With ``chunk_rows`` > 0 the queries are processed in chunks of that many rows, which
+    bounds the peak memory of kernels that materialise the (N, M) score matrix; rows are
+    independent, so the result is the same.
+    """
+    fn = ATTENTION_BACKENDS.get(backend)
+    n = q.shape[-2]
+    if chunk_rows <= 0 or n <= chunk_rows:
+        return fn(q, k, v, dropout_p)
+    return torch.cat(
+        [fn(q[..., i : i + chunk_rows, :], k, v, dropout_p) for i in range(0, n, chunk_rows)],
+        dim=-2,
+    )

@@ -30,6 +30,8 @@ class PFNConfig:
         attention: attention backend from ``ATTENTION_BACKENDS`` ("sdpa", "math").
         normalize_x: z-score each feature with its context rows' statistics inside the
             model (for priors and data whose feature scales vary, such as tables).
+        attention_chunk: process attention queries in chunks of this many rows (0: all
+            at once); bounds peak memory for long contexts without changing results.
     """
 
     task: Task = "regression"
@@ -45,6 +47,7 @@ class PFNConfig:
     dropout: float = 0.0
     attention: str = "sdpa"
     normalize_x: bool = False
+    attention_chunk: int = 0
 
     def __post_init__(self) -> None:
         if self.task not in ("regression", "classification"):

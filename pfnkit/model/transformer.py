@@ -41,8 +41,11 @@ class ContextCache:
 class SplitAttention(nn.Module):
     """Multi-head attention whose keys and values come from the context rows only."""
 
-    def __init__(self, d_model: int, n_heads: int, backend: str, dropout: float) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, backend: str, dropout: float, chunk_rows: int = 0
+    ) -> None:
         super().__init__()
+        self.chunk_rows = chunk_rows
         self.n_heads = n_heads
         self.backend = backend
         self.dropout = dropout
@@ -67,7 +70,7 @@ class SplitAttention(nn.Module):
         b, n, e = hq.shape
         q = self.q(hq).view(b, n, self.n_heads, e // self.n_heads).transpose(1, 2)  # (B,H,N,D)
         p = self.dropout if self.training else 0.0
-        o = attend(q, k, v, backend=self.backend, dropout_p=p)  # (B, H, N, D)
+        o = attend(q, k, v, backend=self.backend, dropout_p=p, chunk_rows=self.chunk_rows)
         return self.out(o.transpose(1, 2).reshape(b, n, e))
 
 
@@ -78,7 +81,9 @@ class PFNLayer(nn.Module):
         super().__init__()
         e = config.d_model
         self.norm1 = nn.LayerNorm(e)
-        self.attn = SplitAttention(e, config.n_heads, config.attention, config.dropout)
+        self.attn = SplitAttention(
+            e, config.n_heads, config.attention, config.dropout, config.attention_chunk
+        )
         self.norm2 = nn.LayerNorm(e)
         self.ffn: FFNBlock = build_ffn(config.ffn, e, config.ffn_dim, config.ffn_options)
         self.drop = nn.Dropout(config.dropout)

@@ -146,8 +146,16 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     from pfnkit.model import PFN, PFNConfig
 
     data = read_checkpoint(path)
+    from pfnkit.exceptions import UnknownNameError
+
     try:
         config = PFNConfig.from_dict(data["model_config"])
+    except UnknownNameError as e:
+        raise CheckpointError(
+            f"Checkpoint '{path}' (pfnkit {data.get('pfnkit_version', '?')}) needs a component "
+            f"this pfnkit {__version__} lacks: {e} Upgrade pfnkit, or install the package "
+            "that registers it, to load it."
+        ) from None
     except Exception as e:
         raise CheckpointError(f"Checkpoint '{path}' holds an invalid model config: {e}") from None
     state = data["state_dict"]
