@@ -282,3 +282,17 @@ def test_chunked_attention_matches_unchunked(backend):
     b.load_state_dict(a.state_dict())
     x, y = torch.randn(2, 20, 3), torch.randn(2, 12)
     assert torch.allclose(a(x, y), b(x, y), atol=1e-5)
+
+
+def test_topk_gather_path_matches_dense_path():
+    from pfnkit.model.ffn import TopKBlock
+
+    torch.manual_seed(0)
+    block = TopKBlock(16, 64, k=5).eval()
+    torch.nn.init.normal_(block.down.bias)
+    x = torch.randn(3, 16)
+    dense = block.down(torch.zeros(3, 64).scatter(-1, *reversed(torch.relu(block.up(x)).topk(5))))
+    assert torch.allclose(block(x), dense, atol=1e-5)
+    assert torch.allclose(
+    assert block(torch.randn(100, 16)).shape == (100, 16)  # the dense path for many rows
+    )

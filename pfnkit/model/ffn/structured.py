@@ -81,6 +81,9 @@ class BlockDiagBlock(FFNBlock):
         nn.init.zeros_(self.down.bias)
 
 
+GATHER_ROWS = 64
+
+
 class TopKBlock(FFNBlock):
     """Activation-sparse MLP: only the K largest hidden activations of each row survive.
 
@@ -99,10 +102,15 @@ class TopKBlock(FFNBlock):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         z = F.relu(self.up(h))
-        if self.k < self.d_ffn:
-            vals, idx = z.topk(self.k, dim=-1)
-            z = torch.zeros_like(z).scatter(-1, idx, vals)
-        return self.down(z)
+        if self.k == self.d_ffn:
+            return self.down(z)
+        vals, idx = z.topk(self.k, dim=-1)
+        rows = z.shape[:-1].numel()
+        if not self.training and rows <= GATHER_ROWS:
+            # inference on few rows: read only the K used columns of the down projection
+            w = self.down.weight.T[idx]  # (..., K, E)
+            return torch.einsum("...k,...ke->...e", vals, w) + self.down.bias
+        return self.down(torch.zeros_like(z).scatter(-1, idx, vals))
 
     @property
     def active_params_per_token(self) -> int:

@@ -1,0 +1,93 @@
+"""FFN blocks: inference latency per row against a dense MLP of the same total width.
+
+For every hidden width (1k..16k units) and batch size (1 and 1,024 rows), each block is
+timed in eval mode under ``torch.inference_mode`` and compared with ``mlp`` of the same
+total width, measured in the same run, interleaved:
+
+* ``fff``: leaves of ``--leaf-dim`` units, depth log2(width / leaf_dim), hard descent;
+* ``moe``: 8 experts of width / 8 units, top-2 (a quarter of the width per row);
+* ``lowrank``: both projections factored through rank d_model / 4;
+* ``topk``: keeps width / 8 hidden activations (the up projection stays dense).
+
+    python benchmarks/ffn.py                          # d_model 512, 1 thread
+    python benchmarks/ffn.py --widths 4096 --batches 1 --reps 200
+
+Prints a markdown table: block, width, batch, microseconds per row (median), and the
+speed-up over ``mlp`` (its median time / the block's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+
+from pfnkit.model.ffn import build_ffn
+
+
+def blocks_for(width: int, d_model: int, leaf_dim: int) -> dict[str, tuple[str, dict]]:
+    depth = max(0, int(math.log2(max(1, width // leaf_dim))))
+    return {
+        "mlp": ("mlp", {}),
+        "fff": ("fff", {"depth": depth}),
+        "moe": ("moe", {"n_experts": 8, "top_k": 2, "expert_dim": width // 8}),
+        "lowrank": ("lowrank", {"rank": d_model // 4}),
+        "topk": ("topk", {"k": width // 8}),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--d-model", type=int, default=512)
+    ap.add_argument("--widths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 1024])
+    ap.add_argument("--leaf-dim", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=50, help="timed calls per block and round")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median taken)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(
+        f"# FFN inference latency: d_model {args.d_model}, {args.threads} thread(s), fp32, "
+        f"median of {args.rounds} rounds x {args.reps} calls"
+    )
+    print("| block | width | batch | params | active params/row | us per row | speed-up vs mlp |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for width in args.widths:
+        specs = blocks_for(width, args.d_model, args.leaf_dim)
+        built = {
+            k: build_ffn(name, args.d_model, width, opts).eval()
+            for k, (name, opts) in specs.items()
+        }
+        for batch in args.batches:
+            x = torch.randn(batch, args.d_model)
+            reps = max(3, args.reps if batch == 1 else args.reps // 10)
+            times: dict[str, list[float]] = {k: [] for k in built}
+            with torch.inference_mode():
+                for blk in built.values():
+                    blk(x)  # warm-up
+                for _ in range(args.rounds):
+                    for k, blk in built.items():
+                        t0 = time.perf_counter()
+                        for _ in range(reps):
+                            blk(x)
+                        times[k].append((time.perf_counter() - t0) / reps)
+            base = statistics.median(times["mlp"])
+            for k, blk in built.items():
+                med = statistics.median(times[k])
+                print(
+                    f"| {k} | {width} | {batch} | {blk.total_params:,} | "
+                    f"{blk.active_params_per_token:,} | {med / batch * 1e6:.2f} | "
+                    f"{base / med:.1f}x |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
