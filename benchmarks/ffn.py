@@ -11,6 +11,11 @@ total width, measured in the same run, interleaved:
 
     python benchmarks/ffn.py                          # d_model 512, 1 thread
     python benchmarks/ffn.py --widths 4096 --batches 1 --reps 200
+    python benchmarks/ffn.py --quality --minutes 4    # train a PFN per block, equal wall time
+
+With ``--quality``, a PFN (d_model 128, 4 layers, d_ffn 512) is trained with each block on
+the same prior (``--prior``, default a GP with hyperpriors over 1..4 features) for the same
+wall time, and its held-out NLL on 512 fixed datasets is compared with ``mlp``'s.
 
 Prints a markdown table: block, width, batch, microseconds per row (median), and the
 speed-up over ``mlp`` (its median time / the block's).
@@ -39,6 +44,65 @@ def blocks_for(width: int, d_model: int, leaf_dim: int) -> dict[str, tuple[str, 
     }
 
 
+QUALITY_BLOCKS = {
+    "mlp": {},
+    "glu": {},
+    "moe": {"n_experts": 8, "top_k": 2, "expert_dim": 64},
+    "fff": {"depth": 3, "master_leaf": True},
+    "lowrank": {},
+    "blockdiag": {},
+    "topk": {},
+}
+
+
+def quality(args: argparse.Namespace) -> None:
+    from pfnkit.model import PFNConfig
+    from pfnkit.priors import BatchShape, build_prior, step_generator
+    from pfnkit.train import TrainConfig, Trainer
+    from pfnkit.train.recipe import load_recipe
+
+    recipe = load_recipe(args.prior)
+    prior = build_prior(recipe["prior"])
+    n_features = recipe.get("model", {}).get("n_features", 1)
+    held = [
+        prior.sample(BatchShape(64, 128, n_features, sep), generator=step_generator(99, i, 7))
+        for i, sep in enumerate(range(8, 120, 14))
+    ]
+    print(
+        f"# PFN quality per FFN block: prior {args.prior}, {args.minutes} min each, "
+        f"{args.threads} thread(s); held-out NLL on {sum(b.batch_size for b in held)} datasets"
+    )
+    print("| block | options | params | steps | held-out NLL | vs mlp |")
+    print("|---|---|---:|---:|---:|---:|")
+    base = None
+    for name, options in QUALITY_BLOCKS.items():
+        cfg = PFNConfig(
+            n_features=n_features, d_model=128, n_layers=4, d_ffn=512, ffn=name, ffn_options=options
+        )
+        tc = TrainConfig(
+            steps=10**7,
+            batch_size=16,
+            rows=128,
+            lr=1e-3,
+            warmup_steps=200,
+            min_lr_ratio=1.0,
+            seed=0,
+        )
+        trainer = Trainer(prior, cfg, tc)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < args.minutes * 60:
+            trainer.train_step()
+        model = trainer.model.eval()
+        with torch.no_grad():
+            nll = statistics.fmean(float(model.loss(b)) for b in held)
+        base = nll if base is None else base
+        print(
+            f"| {name} | {options or '-'} | {model.n_params:,} | {trainer.step} | {nll:.4f} | "
+            f"{(nll - base) / abs(base) * 100:+.1f}% |",
+            flush=True,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -50,8 +114,14 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=50, help="timed calls per block and round")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median taken)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quality", action="store_true", help="train a PFN per block instead")
+    ap.add_argument("--minutes", type=float, default=4.0, help="training time per block")
+    ap.add_argument("--prior", default="priors/gp_hyper.toml", help="recipe for --quality")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.quality:
+        quality(args)
+        return
     torch.manual_seed(0)
     print(
         f"# FFN inference latency: d_model {args.d_model}, {args.threads} thread(s), fp32, "
