@@ -21,13 +21,7 @@ import subprocess
 import sys
 import time
 
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from _common import rss_mb
 
 
 def child(args: argparse.Namespace) -> None:
