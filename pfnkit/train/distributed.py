@@ -46,6 +46,15 @@ def mean_across_ranks(value: float, info: DistInfo, device: torch.device) -> flo
     return float(t.item()) / info.world_size
 
 
+def any_across_ranks(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank if it is True on any (so that all ranks stop at the same step)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -28,7 +28,13 @@ from pfnkit.train.checkpoint import (
     save_checkpoint,
 )
 from pfnkit.train.config import TrainConfig
-from pfnkit.train.distributed import DistInfo, barrier, init_distributed, mean_across_ranks
+from pfnkit.train.distributed import (
+    DistInfo,
+    any_across_ranks,
+    barrier,
+    init_distributed,
+    mean_across_ranks,
+)
 from pfnkit.train.schedule import lr_at
 
 log = logging.getLogger(__name__)
@@ -238,7 +244,10 @@ class Trainer:
         base_elapsed = self.elapsed
         window: list[float] = []
         try:
-            while self.step < tc.steps and not self._stop:
+            while self.step < tc.steps:
+                if any_across_ranks(self._stop, self.dist, self.device):
+                    self._stop = True  # every rank stops at the same step
+                    break
                 t0 = time.perf_counter()
                 loss = self.train_step()
                 dt = time.perf_counter() - t0
