@@ -293,6 +293,4 @@ def test_topk_gather_path_matches_dense_path():
     x = torch.randn(3, 16)
     dense = block.down(torch.zeros(3, 64).scatter(-1, *reversed(torch.relu(block.up(x)).topk(5))))
     assert torch.allclose(block(x), dense, atol=1e-5)
-    assert torch.allclose(
     assert block(torch.randn(100, 16)).shape == (100, 16)  # the dense path for many rows
-    )
