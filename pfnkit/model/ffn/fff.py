@@ -122,10 +122,19 @@ class FFFBlock(FFNBlock):
 
     def forward_hard(self, x: torch.Tensor) -> torch.Tensor:
         """Each row evaluates one leaf: rows are grouped by leaf, one small MLP per group."""
-        leaf = self.leaf_index(x)
         w1 = self.w1.view(-1, self.n_leaves, self.leaf_dim)  # (E, L, H)
         b1 = self.b1.view(self.n_leaves, self.leaf_dim)
         w2 = self.w2.view(self.n_leaves, self.leaf_dim, -1)  # (L, H, E)
+        if x.shape[0] == 1:
+            # one row: descend with scalar decisions and views of one leaf's weights, so a
+            # call reads D node vectors and one leaf, with no gathers or copies
+            node, x0 = 0, x[0]
+            for _ in range(self.depth):
+                node = 2 * node + 1 + int(float(self.node_w[node] @ x0 + self.node_b[node]) > 0)
+            lf = node - (self.n_leaves - 1)
+            hid = F.gelu(x @ w1[:, lf] + b1[lf])
+            return hid @ w2[lf] + self.b2[lf]
+        leaf = self.leaf_index(x)
         if x.shape[0] <= 8:  # a few rows: gather their leaves' weights directly
             hid = F.gelu(torch.einsum("te,eth->th", x, w1[:, leaf]) + b1[leaf])
             return torch.einsum("th,the->te", hid, w2[leaf]) + self.b2[leaf]
