@@ -34,3 +34,16 @@ def test_training_on_cuda_uses_bf16_and_converges():
     assert trainer.bf16 == torch.cuda.is_bf16_supported()
     losses = [trainer.train_step() for _ in range(60)]
     assert sum(losses[-10:]) < sum(losses[:10])
+
+
+def test_semi24_sparse_inference_matches_masked_dense():
+    from pfnkit.model.ffn import build_ffn
+    from pfnkit.model.ffn.semi24 import mask_24
+
+    block = build_ffn("semi24", 128, 256).cuda().train()
+    x = torch.randn(64, 128, device="cuda")
+    block(x)  # a training forward applies the 2:4 mask
+    assert mask_24(block.up.weight.data).sum() * 2 == block.up.weight.numel()
+    dense = block.eval()(x).half()
+    sparse = block.to_sparse()(x.half())
+    assert torch.allclose(sparse.float(), dense.float(), atol=5e-2, rtol=5e-2)
