@@ -71,19 +71,14 @@ import torch
 # ------------------------------------------------------------------ held-out GP data
 
 
-def rbf_cov(
-    a: torch.Tensor, b: torch.Tensor, lengthscale: float, outputscale: float
-) -> torch.Tensor:
-    """outputscale * exp(-|a - b|^2 / (2 lengthscale^2)) for a (B, N, F), b (B, M, F)."""
-    d2 = (a[:, :, None, :] - b[:, None, :, :]).square().sum(-1)
-    return outputscale * torch.exp(-0.5 * d2 / lengthscale**2)
-
-
 def draw_heldout(n: int, rows: int, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
     """n GP datasets (x (n, rows, 1), y (n, rows)) in float64, from a fixed seed."""
     g = torch.Generator().manual_seed(args.seed + 1_000_003)
     x = torch.rand(n, rows, 1, generator=g, dtype=torch.float64)
-    cov = rbf_cov(x, x, args.lengthscale, args.outputscale)
+    from pfnkit.priors.gp import kernel_matrix
+
+    scale = torch.full((n,), 1.0, dtype=torch.float64)
+    cov = kernel_matrix(x, x, "rbf", scale * args.lengthscale, scale * args.outputscale)
     cov = cov + args.noise * torch.eye(rows, dtype=torch.float64)
     chol = torch.linalg.cholesky(cov)
     y = (chol @ torch.randn(n, rows, 1, generator=g, dtype=torch.float64)).squeeze(-1)

@@ -356,14 +356,15 @@ def export(
     """Export weights and configs to safetensors (no optimizer state), with a card."""
     with user_errors():
         from pfnkit.exceptions import InvalidConfigError
-        from pfnkit.train.checkpoint import card_markdown, export_safetensors, read_checkpoint
+        from pfnkit.train.checkpoint import card_markdown, read_checkpoint, write_safetensors
 
         if out.suffix != ".safetensors":
             raise InvalidConfigError(f"OUT must end in .safetensors. Got '{out}'.")
-        export_safetensors(path, out)
+        data = read_checkpoint(path)
+        write_safetensors(data, out)
         msg = f"Wrote {out} ({out.stat().st_size / 1e6:.1f} MB)"
         if card:
-            text = card_markdown(read_checkpoint(path), title=out.stem)
+            text = card_markdown(data, title=out.stem)
             card_path = out.with_suffix(".md")
             card_path.write_text(text)
             msg += f" and {card_path}"

@@ -68,9 +68,10 @@ def load_model(checkpoint: Any, task: str, device: str) -> Any:
                 f"The 'checkpoint' parameter points to '{checkpoint}', which does not exist. "
                 "Pass 'default', a run directory, or a .pt / .safetensors file."
             )
-        resolved = path / "checkpoint.pt" if path.is_dir() else path
-        mtime = resolved.stat().st_mtime if resolved.exists() else 0.0
-        model = _load(str(path.resolve()), mtime, device)
+        from pfnkit.train.checkpoint import resolve_path
+
+        # the file's mtime is part of the cache key: a retrained run is reloaded
+        model = _load(str(path.resolve()), resolve_path(path).stat().st_mtime, device)
     if model.config.task != task:
         raise CheckpointError(
             f"The checkpoint is a {model.config.task} PFN; this estimator needs a {task} one."

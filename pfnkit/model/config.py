@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pfnkit.exceptions import InvalidConfigError
-from pfnkit.priors._base import Task
+from pfnkit.priors._base import Task, check_task
 from pfnkit.registry import closest
 
 
@@ -50,10 +50,7 @@ class PFNConfig:
     attention_chunk: int = 0
 
     def __post_init__(self) -> None:
-        if self.task not in ("regression", "classification"):
-            raise InvalidConfigError(
-                f"PFNConfig.task must be 'regression' or 'classification'. Got {self.task!r}."
-            )
+        check_task("PFNConfig", self.task)
         for name in ("n_features", "d_model", "n_layers", "n_heads"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:

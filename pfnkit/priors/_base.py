@@ -16,6 +16,15 @@ import torch
 from pfnkit.exceptions import BatchError, InvalidConfigError
 
 Task = Literal["regression", "classification"]
+TASKS = ("regression", "classification")
+
+
+def check_task(owner: str, task: str) -> None:
+    """Raise naming ``owner`` unless ``task`` is 'regression' or 'classification'."""
+    if task not in TASKS:
+        raise InvalidConfigError(
+            f"{owner}.task must be 'regression' or 'classification'. Got {task!r}."
+        )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pfnkit.priors._base import (
     BatchShape,
     Param,
     Task,
+    check_task,
     draw,
     draw_inputs,
     finish_batch,
@@ -63,10 +64,7 @@ class BNNPrior:
                 f"BNNPrior.activation must be one of {sorted(ACTIVATIONS)}. "
                 f"Got {self.activation!r}."
             )
-        if self.task not in ("regression", "classification"):
-            raise InvalidConfigError(
-                f"BNNPrior.task must be 'regression' or 'classification'. Got {self.task!r}."
-            )
+        check_task("BNNPrior", self.task)
         for name in ("n_layers", "hidden_size", "min_features"):
             if getattr(self, name) < 1:
                 raise InvalidConfigError(

@@ -17,6 +17,7 @@ from pfnkit.priors._base import (
     BatchShape,
     Param,
     Task,
+    check_task,
     draw,
     draw_inputs,
     finish_batch,
@@ -84,10 +85,7 @@ class GPPrior:
             raise InvalidConfigError(
                 f"GPPrior.x_dist must be 'uniform' or 'normal'. Got {self.x_dist!r}."
             )
-        if self.task not in ("regression", "classification"):
-            raise InvalidConfigError(
-                f"GPPrior.task must be 'regression' or 'classification'. Got {self.task!r}."
-            )
+        check_task("GPPrior", self.task)
         if self.min_features < 1:
             raise InvalidConfigError(f"GPPrior.min_features must be >= 1. Got {self.min_features}.")
         if self.max_classes < 2:

@@ -22,6 +22,7 @@ from pfnkit.priors._base import (
     Param,
     Task,
     Uniform,
+    check_task,
     draw,
     to_classes,
 )
@@ -148,10 +149,7 @@ class SCMPrior:
     duplicate_share: Param = Uniform(0.0, 0.15)
 
     def __post_init__(self) -> None:
-        if self.task not in ("regression", "classification"):
-            raise InvalidConfigError(
-                f"SCMPrior.task must be 'regression' or 'classification'. Got {self.task!r}."
-            )
+        check_task("SCMPrior", self.task)
         for name in ("tree_fraction", "missing_datasets"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:

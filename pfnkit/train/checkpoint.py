@@ -108,9 +108,13 @@ def _check(data: Any, p: Path) -> dict[str, Any]:
 
 def export_safetensors(path: str | Path, out: str | Path) -> Path:
     """Write a checkpoint's weights as safetensors with its configs as JSON metadata."""
+    return write_safetensors(read_checkpoint(path), out)
+
+
+def write_safetensors(data: dict[str, Any], out: str | Path) -> Path:
+    """Write a checkpoint dict's weights as safetensors, configs as JSON metadata."""
     from safetensors.torch import save
 
-    data = read_checkpoint(path)
     meta = {
         k: json.dumps(v)
         for k, v in data.items()
