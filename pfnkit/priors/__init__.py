@@ -25,6 +25,7 @@ from pfnkit.priors._base import (
 )
 from pfnkit.priors.bnn import BNNPrior
 from pfnkit.priors.gp import GPPrior
+from pfnkit.priors.learning_curves import LearningCurvePrior
 from pfnkit.priors.mixture import MixturePrior
 from pfnkit.priors.scm import SCMPrior
 from pfnkit.registry import Registry, closest
@@ -34,6 +35,7 @@ PRIORS.register("gp", GPPrior)
 PRIORS.register("bnn", BNNPrior)
 PRIORS.register("scm", SCMPrior)
 PRIORS.register("mixture", MixturePrior)
+PRIORS.register("learning_curve", LearningCurvePrior)
 
 __all__ = [
     "PRIORS",
@@ -42,6 +44,7 @@ __all__ = [
     "BNNPrior",
     "Choice",
     "GPPrior",
+    "LearningCurvePrior",
     "LogUniform",
     "MixturePrior",
     "SCMPrior",
@@ -136,6 +139,13 @@ def build_prior(recipe: dict[str, Any] | str) -> Any:
                 + (f" Did you mean {hint!r}?" if hint else "")
             )
         default = fields[key].default
+        if isinstance(default, tuple):
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise InvalidConfigError(
+                    f"Field {key!r} of prior {name!r} must be a list of names. Got {value!r}."
+                )
+            kwargs[key] = tuple(value)
+            continue
         if isinstance(default, bool | int | str) and not isinstance(default, float):
             if type(value) is not type(default) and not (
                 isinstance(default, int) and isinstance(value, int)
