@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 import pfnkit
 from pfnkit.cli import app as cli_app
+from pfnkit.cli import common as cli_common
 
 runner = CliRunner()
 TINY = [
@@ -143,7 +144,7 @@ def test_info_on_corrupt_checkpoint(tmp_path):
 def test_debug_shows_traceback(tmp_path, monkeypatch):
     from pfnkit.exceptions import UnknownNameError
 
-    monkeypatch.setattr(cli_app, "DEBUG", True)
+    monkeypatch.setattr(cli_common, "DEBUG", True)
     r = invoke("train-prior", "--prior", "gpp", "--out", tmp_path / "x")
     assert r.exit_code != 0 and isinstance(r.exception, UnknownNameError)
 

@@ -77,3 +77,16 @@ def test_classification_loss_ignores_masked_classes():
     logits[..., 4] = 100.0  # a class that does not exist for this dataset
     loss = classification_loss(logits, torch.zeros(1, 1), torch.tensor([2]))
     assert math.isclose(float(loss), math.log(2), rel_tol=1e-5)
+
+
+def test_cdf_inverts_quantile_including_tails():
+    import torch
+
+    from pfnkit.model.heads import BarDistribution
+
+    bars = BarDistribution(torch.linspace(-1, 2, 31))
+    logits = torch.randn(4, 5, 30)
+    for q in (0.001, 0.02, 0.3, 0.5, 0.8, 0.99, 0.9995):
+        y = bars.quantile(logits, q)
+        assert torch.allclose(bars.cdf(logits, y), torch.full_like(y, q), atol=1e-4)
+    assert torch.all(bars.cdf(logits, -1e6) < 1e-6) and torch.all(bars.cdf(logits, 1e6) > 1 - 1e-6)

@@ -1,19 +1,18 @@
-"""The typer application: ``pfnkit train-prior`` and ``pfnkit info``."""
+"""The typer application: ``pfnkit train-prior``, ``info``, ``evaluate``, ``export``,
+``curves``."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from pfnkit.exceptions import PfnkitError
+from pfnkit.cli import common
+from pfnkit.cli.common import err, out, user_errors
+from pfnkit.cli.curves import curves_app
 
 app = typer.Typer(
     name="pfnkit",
@@ -22,21 +21,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-out = Console()
-DEBUG = False
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn pfnkit errors into one red line and exit code 1 (tracebacks with --debug)."""
-    try:
-        yield
-    except PfnkitError as e:
-        if DEBUG:
-            raise
-        err.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+app.add_typer(curves_app, name="curves")
 
 
 @app.command("train-prior")
@@ -373,8 +358,7 @@ def export(
 
 def run() -> None:
     """Entry point: ``--debug`` anywhere on the line shows tracebacks."""
-    global DEBUG
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
-        DEBUG = True
+        common.DEBUG = True
     app()

@@ -9,10 +9,8 @@ member's context once (keys/values cached); ``predict`` runs only the test rows.
 
 from __future__ import annotations
 
-import functools
 import os
 import warnings
-from importlib import resources
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -36,23 +34,9 @@ PREDICT_CHUNK = 4096  # test rows per forward pass
 
 def bundled_checkpoint(task: str) -> Path:
     """Path of the checkpoint shipped inside the package for ``task``."""
-    path = Path(str(resources.files("pfnkit") / "checkpoints" / DEFAULT_CHECKPOINTS[task]))
-    if not path.is_file():
-        raise CheckpointError(
-            f"The bundled {task} checkpoint ({path.name}) is missing from this installation; "
-            "reinstall pfnkit or pass checkpoint='path/to/run_or_file'."
-        )
-    return path
+    from pfnkit.train.checkpoint import bundled_checkpoint_path
 
-
-@functools.lru_cache(maxsize=8)
-def _load(path: str, mtime: float, device: str) -> Any:
-    from pfnkit.train.checkpoint import load_checkpoint
-
-    model = load_checkpoint(path, device=device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return bundled_checkpoint_path(DEFAULT_CHECKPOINTS[task], task)
 
 
 def load_model(checkpoint: Any, task: str, device: str) -> Any:
@@ -62,16 +46,10 @@ def load_model(checkpoint: Any, task: str, device: str) -> Any:
     if isinstance(checkpoint, PFN):
         model = checkpoint.to(device).eval()
     else:
-        path = bundled_checkpoint(task) if checkpoint == "default" else Path(os.fspath(checkpoint))
-        if not path.exists():
-            raise CheckpointError(
-                f"The 'checkpoint' parameter points to '{checkpoint}', which does not exist. "
-                "Pass 'default', a run directory, or a .pt / .safetensors file."
-            )
-        from pfnkit.train.checkpoint import resolve_path
+        from pfnkit.train.checkpoint import load_frozen
 
-        # the file's mtime is part of the cache key: a retrained run is reloaded
-        model = _load(str(path.resolve()), resolve_path(path).stat().st_mtime, device)
+        path = bundled_checkpoint(task) if checkpoint == "default" else Path(os.fspath(checkpoint))
+        model = load_frozen(path, device)
     if model.config.task != task:
         raise CheckpointError(
             f"The checkpoint is a {model.config.task} PFN; this estimator needs a {task} one."

@@ -146,6 +146,24 @@ class BarDistribution(nn.Module):
     def median(self, logits: torch.Tensor) -> torch.Tensor:
         return self.quantile(logits, 0.5)
 
+    def cdf(self, logits: torch.Tensor, y: float | torch.Tensor) -> torch.Tensor:
+        """P(Y <= y) under logits (..., K); y a float or a tensor broadcastable to (...)."""
+        p = logits.float().softmax(-1)
+        y_t = torch.as_tensor(y, dtype=p.dtype, device=p.device).expand(p.shape[:-1])
+        idx = self.bucket(y_t)
+        cum = p.cumsum(-1)
+        before = torch.where(
+            idx > 0, cum.gather(-1, (idx - 1).clamp_min(0)[..., None]).squeeze(-1), 0.0
+        )
+        pi = p.gather(-1, idx[..., None]).squeeze(-1)
+        rel = ((y_t - self.borders[idx]) / self.widths[idx]).clamp(0.0, 1.0)
+        s_lo, s_hi = self._tail_scales()
+        # the inverse of quantile()'s tails: left 2 (1 - Phi((b1 - y) / s)), right 2 Phi - 1
+        left = 2 * torch.special.ndtr(-(self.borders[1] - y_t).clamp_min(0) / s_lo)
+        right = 2 * torch.special.ndtr((y_t - self.borders[-2]).clamp_min(0) / s_hi) - 1
+        frac = torch.where(idx == 0, left, torch.where(idx == self.n_bars - 1, right, rel))
+        return (before + pi * frac).clamp(0.0, 1.0)
+
 
 def _half_normal_logpdf(d: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (

@@ -8,6 +8,7 @@ exported to safetensors with the configs as JSON metadata.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -224,3 +225,36 @@ def card_markdown(data: dict[str, Any], *, title: str, extra: str = "") -> str:
     if extra:
         lines += ["", extra.strip()]
     return "\n".join(lines) + "\n"
+
+
+def bundled_checkpoint_path(filename: str, what: str) -> Path:
+    """Path of a checkpoint shipped inside the package (``pfnkit/checkpoints/``)."""
+    from importlib import resources
+
+    path = Path(str(resources.files("pfnkit") / "checkpoints" / filename))
+    if not path.is_file():
+        raise CheckpointError(
+            f"The bundled {what} checkpoint ({path.name}) is missing from this installation; "
+            "reinstall pfnkit or pass checkpoint='path/to/run_or_file'."
+        )
+    return path
+
+
+def load_frozen(path: str | Path, device: str = "cpu") -> Any:
+    """A PFN for inference (no gradients), cached per file, modification time and device:
+    a retrained run is reloaded, repeated estimators share one copy."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(
+            f"The 'checkpoint' parameter points to '{path}', which does not exist. "
+            "Pass 'default', a run directory, or a .pt / .safetensors file."
+        )
+    return _load_frozen(str(p.resolve()), resolve_path(p).stat().st_mtime, device)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_frozen(path: str, mtime: float, device: str) -> Any:
+    model = load_checkpoint(path, device=device)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
