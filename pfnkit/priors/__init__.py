@@ -24,6 +24,7 @@ from pfnkit.priors._base import (
     step_seed,
 )
 from pfnkit.priors.bnn import BNNPrior
+from pfnkit.priors.freeze_thaw import FreezeThawPrior
 from pfnkit.priors.gp import GPPrior
 from pfnkit.priors.learning_curves import LearningCurvePrior
 from pfnkit.priors.mixture import MixturePrior
@@ -36,6 +37,7 @@ PRIORS.register("bnn", BNNPrior)
 PRIORS.register("scm", SCMPrior)
 PRIORS.register("mixture", MixturePrior)
 PRIORS.register("learning_curve", LearningCurvePrior)
+PRIORS.register("freeze_thaw", FreezeThawPrior)
 
 __all__ = [
     "PRIORS",
@@ -43,6 +45,7 @@ __all__ = [
     "BatchShape",
     "BNNPrior",
     "Choice",
+    "FreezeThawPrior",
     "GPPrior",
     "LearningCurvePrior",
     "LogUniform",
