@@ -1,0 +1,490 @@
+"""Freeze-thaw Bayesian optimisation (ifBO) on an optuna study.
+
+Every configuration is one optuna trial. Its learning curve is the trial's intermediate
+values (step -> value); the trial is RUNNING while a worker trains it, WAITING while it is
+paused (frozen), COMPLETE once it reached ``max_steps`` (its value is the final one), FAIL
+when the objective raised or returned NaN. The whole state lives in the study's storage,
+so a restarted loop rebuilds it from there and loses nothing, and several workers on one
+RDB storage cooperate: a paused configuration is claimed by the atomic WAITING -> RUNNING
+transition, so no configuration is trained twice for the same steps. A worker that dies
+leaves its trial RUNNING with a lease that expires; other workers then pause and resume it.
+
+Acquisition (ifBO's MFPI-random): draw a horizon h uniformly in 1..max_steps and a
+threshold tau = f_best + 10^U(-4, -1) * (1 - f_best) above the incumbent (values mapped to
+[0, 1], higher is better); score every candidate, paused configurations and fresh random
+samples, by P(value at min(steps + h, max_steps) > tau) under the FT-PFN surrogate; advance
+the best one by ``step_size`` steps (ifBO: one).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pfnkit.exceptions import InvalidConfigError, PfnkitError
+from pfnkit.hpo.space import encode, load_space, sample_configs
+from pfnkit.hpo.surrogate import Curve, FreezeThawSurrogate
+
+STEPS_ATTR = "pfnkit_steps"
+LEASE_ATTR = "pfnkit_lease"
+ERROR_ATTR = "pfnkit_error"
+SETTINGS_ATTR = "pfnkit_freeze_thaw"
+
+
+@dataclass
+class Job:
+    """One unit of work: train ``params`` from ``from_step`` to ``to_step``.
+
+    ``checkpoint_dir`` is this configuration's own directory (when the loop has an
+    ``artifacts_dir``): save the model there at ``to_step`` and load it back at
+    ``from_step`` when the configuration is resumed.
+    """
+
+    trial_number: int
+    params: dict[str, Any]
+    from_step: int
+    to_step: int
+    checkpoint_dir: Path | None
+    trial_id: int = field(repr=False, default=-1)
+    worker: str = field(repr=False, default="")
+
+
+class TrialLost(PfnkitError):
+    """The configuration was taken over by another worker (its lease expired)."""
+
+
+def _tag(trial_number: int) -> float:
+    return float(np.random.default_rng([trial_number, 20240917]).random())
+
+
+class FreezeThaw:
+    """Ask/tell freeze-thaw optimiser whose state is an optuna study.
+
+    Args:
+        space: optuna distributions (a dict), or a YAML space file / dict of specs.
+        max_steps: the full training length of a configuration (epochs, say).
+        surrogate: "default" (the bundled FT-PFN), a checkpoint path, or a
+            ``FreezeThawSurrogate``.
+        study: an optuna ``Study`` to use; else one is created or loaded from
+            ``storage`` and ``study_name``.
+        storage: optuna storage URL (e.g. "sqlite:///study.db") or object; None keeps the
+            study in memory.
+        study_name: name of the study in the storage.
+        direction: "maximize" or "minimize" the reported values.
+        value_range: (low, high) the values lie in (high None: the largest seen so far);
+            used to map values to [0, 1] for the surrogate.
+        step_size: steps each ask advances a configuration by.
+        n_fresh: fresh random configurations scored per ask.
+        lease_seconds: a RUNNING configuration whose worker has not reported for this long
+            is considered abandoned and may be resumed by another worker.
+        artifacts_dir: parent directory of the per-configuration checkpoint directories.
+        seed: seeds fresh configurations and the acquisition's random horizon/threshold.
+        max_failures: ``optimize`` stops with an error after this many failures in a row.
+    """
+
+    def __init__(
+        self,
+        space: Any,
+        *,
+        max_steps: int,
+        surrogate: Any = "default",
+        study: Any = None,
+        storage: Any = None,
+        study_name: str | None = None,
+        direction: str = "maximize",
+        value_range: tuple[float, float | None] = (0.0, 1.0),
+        step_size: int = 1,
+        n_fresh: int = 64,
+        lease_seconds: float = 600.0,
+        artifacts_dir: str | Path | None = None,
+        seed: int | None = None,
+        max_failures: int = 10,
+    ) -> None:
+
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise InvalidConfigError(
+                f"The 'max_steps' parameter must be an int >= 1. Got {max_steps!r}."
+            )
+        if direction not in ("maximize", "minimize"):
+            raise InvalidConfigError(
+                f"The 'direction' parameter must be 'maximize' or 'minimize'. Got {direction!r}."
+            )
+        if not isinstance(step_size, int) or step_size < 1:
+            raise InvalidConfigError(
+                f"The 'step_size' parameter must be an int >= 1. Got {step_size!r}."
+            )
+        lo, hi = value_range
+        if hi is not None and not hi > lo:
+            raise InvalidConfigError(f"value_range must have high > low. Got {value_range!r}.")
+        self.space = load_space(space) if not _all_distributions(space) else dict(space)
+        self.max_steps = max_steps
+        self.direction = direction
+        self.value_range = (float(lo), None if hi is None else float(hi))
+        self.step_size = step_size
+        self.n_fresh = n_fresh
+        self.max_failures = max_failures
+        self.lease_seconds = lease_seconds
+        self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
+        self.rng = np.random.default_rng(seed)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        if study is None:
+            study = _open_study(storage, study_name, direction)
+        if study.direction.name.lower() != direction:
+            raise InvalidConfigError(
+                f"Study '{study.study_name}' was created to {study.direction.name.lower()}; "
+                f"this loop was asked to {direction}. Use the same direction or another study."
+            )
+        self.study = study
+        self._check_settings()
+        if isinstance(surrogate, FreezeThawSurrogate):
+            self.surrogate = surrogate
+        else:
+            self.surrogate = FreezeThawSurrogate(surrogate, seed=0 if seed is None else seed)
+        if len(self.space) > self.surrogate.max_hyperparameters:
+            raise InvalidConfigError(
+                f"The search space has {len(self.space)} hyperparameters but the surrogate "
+                f"reads at most {self.surrogate.max_hyperparameters}."
+            )
+
+    # ------------------------------------------------------------------ study state
+
+    @property
+    def _storage(self) -> Any:
+        return self.study._storage
+
+    def _check_settings(self) -> None:
+        """Store the loop's settings in the study; refuse to mix incompatible runs."""
+        from optuna.distributions import distribution_to_json
+
+        settings = {
+            "max_steps": self.max_steps,
+            "space": {k: distribution_to_json(v) for k, v in self.space.items()},
+        }
+        stored = self.study.user_attrs.get(SETTINGS_ATTR)
+        if stored is None:
+            self.study.set_user_attr(SETTINGS_ATTR, settings)
+        elif stored != settings:
+            raise InvalidConfigError(
+                f"Study '{self.study.study_name}' was run with other settings "
+                f"(max_steps={stored.get('max_steps')}, space {sorted(stored.get('space', {}))})."
+                " Resume it with the same space and max_steps, or start a new study."
+            )
+
+    def _trials(self) -> list[Any]:
+        return self.study.get_trials(deepcopy=False)
+
+    def steps_used(self) -> int:
+        """Steps trained so far over all configurations (the budget spent)."""
+        return sum(int(t.user_attrs.get(STEPS_ATTR, 0)) for t in self._trials())
+
+    def _reclaim_abandoned(self, trials: list[Any]) -> None:
+        from optuna.trial import TrialState
+
+        now = time.time()
+        for t in trials:
+            if t.state != TrialState.RUNNING or STEPS_ATTR not in t.user_attrs:
+                continue
+            lease = t.user_attrs.get(LEASE_ATTR) or {}
+            if now - float(lease.get("time", 0.0)) > self.lease_seconds:
+                self._storage.set_trial_state_values(t._trial_id, TrialState.WAITING)
+
+    def _normalise(self, values: np.ndarray, high: float) -> np.ndarray:
+        lo = self.value_range[0]
+        z = (values - lo) / (high - lo)
+        return 1.0 - z if self.direction == "minimize" else z
+
+    def _curve_values(self, t: Any) -> np.ndarray:
+        n = int(t.user_attrs.get(STEPS_ATTR, 0))
+        iv = t.intermediate_values
+        return np.asarray([iv[s] for s in range(1, n + 1) if s in iv], dtype=np.float64)
+
+    # ------------------------------------------------------------------ ask / tell
+
+    def ask(self) -> Job | None:
+        """The next job: a configuration (new or paused) and the steps to train it for.
+
+        Returns None when every configuration is finished and no fresh one can be made.
+        """
+        from optuna.trial import TrialState
+
+        for _attempt in range(20):
+            trials = self._trials()
+            self._reclaim_abandoned(trials)
+            trials = self._trials()
+            ours = [t for t in trials if STEPS_ATTR in t.user_attrs]
+            observed = [
+                (t, self._curve_values(t))
+                for t in ours
+                if t.state in (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
+            ]
+            observed = [(t, v) for t, v in observed if v.size]
+            paused = [
+                t
+                for t in ours
+                if t.state == TrialState.WAITING and int(t.user_attrs[STEPS_ATTR]) < self.max_steps
+            ]
+            fresh = sample_configs(self.space, self.n_fresh, self.rng)
+            choice = self._choose(observed, paused, fresh)
+            if isinstance(choice, dict):
+                return self._start(choice)
+            job = self._resume(choice)
+            if job is not None:
+                return job
+        raise PfnkitError("Could not claim a configuration after 20 attempts (heavy contention).")
+
+    def _choose(self, observed: list[Any], paused: list[Any], fresh: list[dict]) -> Any:
+        """A paused trial or a fresh configuration (dict), by MFPI-random."""
+        if not observed:
+            return paused[0] if paused else fresh[0]
+        highs = [float(v.max()) for _, v in observed]
+        high = self.value_range[1] if self.value_range[1] is not None else max(highs)
+        if high <= self.value_range[0]:
+            high = self.value_range[0] + 1.0
+        curves = [
+            Curve(
+                encode(t.params, self.space),
+                _tag(t.number),
+                np.clip(self._normalise(v, high), -0.5, 1.5),
+            )
+            for t, v in observed
+        ]
+        f_best = float(max(c.values.max() for c in curves))
+        f_best = min(max(f_best, 0.0), 1.0)
+        tau = f_best + 10 ** self.rng.uniform(-4, -1) * (1.0 - f_best)
+        horizon = int(self.rng.integers(1, self.max_steps + 1))
+        cand_h = [encode(t.params, self.space) for t in paused] + [
+            encode(c, self.space) for c in fresh
+        ]
+        cand_tag = [_tag(t.number) for t in paused] + [float(self.rng.random()) for _ in fresh]
+        cand_steps = [int(t.user_attrs[STEPS_ATTR]) for t in paused] + [0] * len(fresh)
+        qstep = np.minimum(np.asarray(cand_steps) + horizon, self.max_steps)
+        logits = self.surrogate.logits(
+            curves, np.asarray(cand_h), np.asarray(cand_tag), qstep.astype(float), self.max_steps
+        )
+        score = self.surrogate.prob_above(logits, tau)
+        best = np.flatnonzero(score >= score.max() - 1e-12)
+        i = int(self.rng.choice(best))
+        return paused[i] if i < len(paused) else fresh[i - len(paused)]
+
+    def _lease(self, trial_id: int) -> None:
+        self._storage.set_trial_user_attr(
+            trial_id, LEASE_ATTR, {"worker": self.worker, "time": time.time()}
+        )
+
+    def _job(self, trial_id: int, number: int, params: dict, from_step: int) -> Job:
+        ckpt = None
+        if self.artifacts_dir is not None:
+            ckpt = self.artifacts_dir / f"trial-{number}"
+            ckpt.mkdir(parents=True, exist_ok=True)
+        to = min(from_step + self.step_size, self.max_steps)
+        return Job(number, dict(params), from_step, to, ckpt, trial_id, self.worker)
+
+    def _start(self, params: dict[str, Any]) -> Job:
+        from optuna.trial import TrialState, create_trial
+
+        template = create_trial(
+            state=TrialState.RUNNING,
+            params=params,
+            distributions=self.space,
+            user_attrs={STEPS_ATTR: 0, LEASE_ATTR: {"worker": self.worker, "time": time.time()}},
+        )
+        trial_id = self._storage.create_new_trial(self.study._study_id, template_trial=template)
+        number = self._storage.get_trial_number_from_id(trial_id)
+        return self._job(trial_id, number, params, 0)
+
+    def _resume(self, trial: Any) -> Job | None:
+        from optuna.trial import TrialState
+
+        # the atomic claim: only one worker moves a paused trial to RUNNING
+        if not self._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+            return None
+        self._lease(trial._trial_id)
+        fresh = self._storage.get_trial(trial._trial_id)
+        return self._job(
+            trial._trial_id, trial.number, fresh.params, int(fresh.user_attrs[STEPS_ATTR])
+        )
+
+    def tell(self, job: Job, values: float | Sequence[float]) -> None:
+        """Record the values at steps from_step+1 .. to_step and pause (or finish) the job.
+
+        NaN or infinite values mark the configuration failed.
+        """
+        from optuna.trial import TrialState
+
+        vals = [float(values)] if isinstance(values, int | float) else [float(v) for v in values]
+        expected = job.to_step - job.from_step
+        if len(vals) != expected:
+            self.fail(job, f"objective returned {len(vals)} values for {expected} steps")
+            raise InvalidConfigError(
+                f"The objective must return {expected} value(s) (steps {job.from_step + 1}.."
+                f"{job.to_step}). Got {len(vals)}."
+            )
+        trial = self._storage.get_trial(job.trial_id)
+        lease = trial.user_attrs.get(LEASE_ATTR) or {}
+        if (
+            trial.state != TrialState.RUNNING
+            or int(trial.user_attrs.get(STEPS_ATTR, -1)) != job.from_step
+            or lease.get("worker") != job.worker
+        ):
+            raise TrialLost(
+                f"Trial {job.trial_number} was taken over by another worker; its result for "
+                f"steps {job.from_step + 1}..{job.to_step} is discarded."
+            )
+        if not all(math.isfinite(v) for v in vals):
+            self.fail(job, f"objective returned a non-finite value: {vals}")
+            return
+        for k, v in enumerate(vals):
+            self._storage.set_trial_intermediate_value(job.trial_id, job.from_step + 1 + k, v)
+        self._storage.set_trial_user_attr(job.trial_id, STEPS_ATTR, job.to_step)
+        if job.to_step >= self.max_steps:
+            self._storage.set_trial_state_values(job.trial_id, TrialState.COMPLETE, [vals[-1]])
+        else:
+            self._storage.set_trial_state_values(job.trial_id, TrialState.WAITING)
+
+    def fail(self, job: Job, reason: str) -> None:
+        """Mark the job's configuration failed (the loop goes on with others)."""
+        from optuna.trial import TrialState
+
+        self._storage.set_trial_user_attr(job.trial_id, ERROR_ATTR, reason[:500])
+        trial = self._storage.get_trial(job.trial_id)
+        if not trial.state.is_finished():
+            self._storage.set_trial_state_values(job.trial_id, TrialState.FAIL)
+
+    # ------------------------------------------------------------------ the loop
+
+    def optimize(
+        self,
+        objective: Callable[[Job], float | Sequence[float]],
+        budget: int,
+        *,
+        callback: Callable[[FreezeThaw, Job], None] | None = None,
+    ) -> None:
+        """Run ask -> objective -> tell until the study has used ``budget`` steps in all.
+
+        The budget is shared: several workers on one study stop together. An objective
+        that raises or returns NaN fails its configuration; the loop goes on.
+        """
+        if budget < 1:
+            raise InvalidConfigError(f"The 'budget' must be >= 1 step. Got {budget}.")
+        failures: list[str] = []
+        while self.steps_used() < budget:
+            job = self.ask()
+            if job is None:
+                break
+            try:
+                values = objective(job)
+                self.tell(job, values)
+                failed = self._storage.get_trial(job.trial_id).state.name == "FAIL"
+            except KeyboardInterrupt:
+                self._pause(job)
+                raise
+            except TrialLost:
+                continue
+            except Exception as e:  # the user's code failed: record it and go on
+                self.fail(job, f"{type(e).__name__}: {e}")
+                failed = True
+            if failed:
+                failures.append(
+                    self._storage.get_trial(job.trial_id).user_attrs.get(ERROR_ATTR, "?")
+                )
+                if len(failures) >= self.max_failures:
+                    raise PfnkitError(
+                        f"The objective failed {len(failures)} times in a row; the last error: "
+                        f"{failures[-1]}. Fix the objective and run again: the study keeps "
+                        "every finished step."
+                    )
+                continue
+            failures.clear()
+            if callback is not None:
+                callback(self, job)
+
+    def _pause(self, job: Job) -> None:
+        from optuna.trial import TrialState
+
+        trial = self._storage.get_trial(job.trial_id)
+        if trial.state == TrialState.RUNNING:
+            self._storage.set_trial_state_values(job.trial_id, TrialState.WAITING)
+
+    def best(self) -> tuple[dict[str, Any], float, int] | None:
+        """(params, value, steps) of the best configuration: the best final value among
+        finished ones, else the best value seen at any step. None before any value."""
+        from optuna.trial import TrialState
+
+        sign = 1.0 if self.direction == "maximize" else -1.0
+        done = [t for t in self._trials() if t.state == TrialState.COMPLETE and t.value is not None]
+        if done:
+            t = max(done, key=lambda t: sign * t.value)
+            return dict(t.params), float(t.value), int(t.user_attrs.get(STEPS_ATTR, 0))
+        seen = [(t, self._curve_values(t)) for t in self._trials() if STEPS_ATTR in t.user_attrs]
+        seen = [(t, v) for t, v in seen if v.size]
+        if not seen:
+            return None
+        t, v = max(seen, key=lambda tv: sign * float(tv[1][-1]))
+        return dict(t.params), float(v[-1]), int(v.size)
+
+
+def _all_distributions(space: Any) -> bool:
+    from optuna.distributions import BaseDistribution
+
+    return isinstance(space, dict) and all(isinstance(v, BaseDistribution) for v in space.values())
+
+
+def _open_study(storage: Any, study_name: str | None, direction: str) -> Any:
+    """Create or load a study; workers starting together race to create the schema and
+    the study, so a collision is retried."""
+    import random
+
+    import optuna
+
+    for attempt in range(8):
+        try:
+            if isinstance(storage, str) and storage.startswith("sqlite"):
+                storage_obj: Any = sqlite_storage(storage)
+            else:
+                storage_obj = storage
+            return optuna.create_study(
+                storage=storage_obj,
+                study_name=study_name,
+                direction=direction,  # type: ignore[arg-type]
+                load_if_exists=True,
+            )
+        except Exception as e:  # sqlalchemy OperationalError, DuplicatedStudyError, ...
+            if attempt == 7 or storage is None:
+                raise PfnkitError(f"Cannot open study {study_name!r} in {storage!r}: {e}") from e
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+def sqlite_storage(url: str) -> Any:
+    """An optuna RDB storage on SQLite whose transactions take the write lock up front.
+
+    SQLite ignores SELECT ... FOR UPDATE, so optuna's WAITING -> RUNNING claim would be a
+    read-then-write race between processes; BEGIN IMMEDIATE makes each transaction
+    exclusive, which turns the claim into an atomic compare-and-set. Workers wait up to a
+    minute for the lock instead of failing.
+    """
+    import optuna
+    from sqlalchemy import event
+
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    engine = storage.engine
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let the "begin" hook below open them
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # pooled connections made before the hooks are dropped
+    return storage

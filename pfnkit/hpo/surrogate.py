@@ -1,0 +1,139 @@
+"""The in-context freeze-thaw surrogate (FT-PFN): all partial curves in, predictions out.
+
+Rows are (step / max_steps, curve tag, h_1..h_d) as in the ``freeze_thaw`` prior, with
+values already mapped to [0, 1] (higher is better). One forward pass conditions on every
+observed point of every configuration and predicts any (configuration, step) query.
+
+Shape legend: Q queries, K bars, d hyperparameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pfnkit.exceptions import CheckpointError, InvalidConfigError
+
+DEFAULT_CHECKPOINT = "freeze-thaw.safetensors"
+N_FIXED = 2  # step / max_steps and the curve tag
+
+
+@dataclass
+class Curve:
+    """The observed part of one configuration's curve (values mapped to [0, 1])."""
+
+    h: np.ndarray  # (d,) hyperparameters in [0, 1]
+    tag: float  # random identity in [0, 1]
+    values: np.ndarray  # values at steps 1..n
+
+
+class FreezeThawSurrogate:
+    """Predictive distributions of later curve values given all partial curves.
+
+    Args:
+        checkpoint: "default" (bundled FT-PFN), a run directory, a checkpoint file, or a
+            loaded PFN trained on the ``freeze_thaw`` prior.
+        device: "cpu", "cuda", ...
+        seed: seeds the choice of context points when there are more than the network's
+            context holds (each curve's last point is always kept).
+    """
+
+    def __init__(self, checkpoint: Any = "default", *, device: str = "cpu", seed: int = 0):
+        from pfnkit.model import PFN, BarDistribution
+        from pfnkit.train.checkpoint import bundled_checkpoint_path, load_frozen
+
+        if isinstance(checkpoint, PFN):
+            model = checkpoint.to(device).eval()
+        else:
+            path = (
+                bundled_checkpoint_path(DEFAULT_CHECKPOINT, "freeze-thaw surrogate")
+                if checkpoint == "default"
+                else Path(str(checkpoint))
+            )
+            model = load_frozen(path, device)
+        if model.bar_distribution is None or model.config.n_features <= N_FIXED:
+            raise CheckpointError(
+                "FreezeThawSurrogate needs a regression PFN trained on the freeze_thaw prior "
+                f"(n_features >= 3). Got task {model.config.task!r}, n_features "
+                f"{model.config.n_features}."
+            )
+        self.model = model
+        self.device = device
+        self.bars = BarDistribution(model.bar_distribution.borders.detach().cpu())
+        self.max_hyperparameters = model.config.n_features - N_FIXED
+        card = getattr(model, "card", {}) or {}
+        train = card.get("train_config", {}) or {}
+        rows = int(train.get("rows", 512))
+        self.max_context = int(train.get("max_context") or rows - rows // 8)
+        self.rng = np.random.default_rng(seed)
+
+    def _context(self, curves: list[Curve], max_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        rows: list[np.ndarray] = []
+        ys: list[float] = []
+        last: list[int] = []
+        for c in curves:
+            n = len(c.values)
+            for s in range(1, n + 1):
+                if s == n:
+                    last.append(len(rows))
+                rows.append(np.concatenate([[s / max_steps, c.tag], c.h]))
+                ys.append(c.values[s - 1])
+        x, y = np.asarray(rows, dtype=np.float32), np.asarray(ys, dtype=np.float32)
+        if len(rows) > self.max_context:
+            keep = np.asarray(last[: self.max_context])
+            rest = np.setdiff1d(np.arange(len(rows)), keep)
+            room = self.max_context - keep.size
+            if room > 0:
+                keep = np.concatenate([keep, self.rng.choice(rest, room, replace=False)])
+            keep.sort()
+            x, y = x[keep], y[keep]
+        return x, y
+
+    @torch.no_grad()
+    def logits(
+        self,
+        curves: list[Curve],
+        query_h: np.ndarray,
+        query_tag: np.ndarray,
+        query_step: np.ndarray,
+        max_steps: int,
+    ) -> torch.Tensor:
+        """Logits (Q, K) of the normalised value of each query (h, tag, step)."""
+        d = query_h.shape[1]
+        if d > self.max_hyperparameters:
+            raise InvalidConfigError(
+                f"The search space has {d} hyperparameters but this surrogate reads at most "
+                f"{self.max_hyperparameters}. Fix some of them or train a wider FT-PFN "
+                "(priors/freeze-thaw.toml, [model] n_features = 2 + d)."
+            )
+        q = np.concatenate(
+            [(query_step / max_steps)[:, None], query_tag[:, None], query_h], axis=1
+        ).astype(np.float32)
+        if curves and any(len(c.values) for c in curves):
+            x_ctx, y_ctx = self._context([c for c in curves if len(c.values)], max_steps)
+        else:
+            # nothing observed yet: one neutral context point (mid step, mid value, far away)
+            x_ctx = np.zeros((1, N_FIXED + d), dtype=np.float32)
+            y_ctx = np.full(1, 0.5, dtype=np.float32)
+        x = np.zeros((1, len(x_ctx) + len(q), self.model.config.n_features), dtype=np.float32)
+        x[0, : len(x_ctx), : N_FIXED + d] = x_ctx
+        x[0, len(x_ctx) :, : N_FIXED + d] = q
+        n_feat = torch.tensor([N_FIXED + d])
+        out = self.model(
+            torch.from_numpy(x).to(self.device),
+            torch.from_numpy(y_ctx[None]).to(self.device),
+            n_features=n_feat.to(self.device),
+        )
+        return out[0].float().cpu()
+
+    def prob_above(self, logits: torch.Tensor, threshold: np.ndarray | float) -> np.ndarray:
+        """P(value > threshold) per query (normalised units)."""
+        t = torch.as_tensor(np.asarray(threshold, dtype=np.float32)).expand(logits.shape[0])
+        return (1.0 - self.bars.cdf(logits, t)).double().numpy()
+
+    def mean(self, logits: torch.Tensor) -> np.ndarray:
+        return self.bars.mean(logits).double().numpy()

@@ -1,0 +1,296 @@
+"""Freeze-thaw HPO: search spaces, the ask/tell loop on optuna, faults, workers, pruner."""
+
+import math
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from pfnkit.exceptions import InvalidConfigError, PfnkitError  # noqa: E402
+from pfnkit.hpo import FreezeThaw, FreezeThawSurrogate, LCPFNPruner, load_space  # noqa: E402
+from pfnkit.hpo.loop import STEPS_ATTR, TrialLost  # noqa: E402
+from pfnkit.hpo.space import encode, sample_configs  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE_YAML = """
+lr: {type: float, low: 1.0e-4, high: 0.1, log: true}
+width: {type: int, low: 8, high: 256, log: true}
+dropout: {type: float, low: 0.0, high: 0.5, step: 0.1}
+opt: {type: categorical, choices: [adam, sgd, rmsprop]}
+"""
+
+
+@pytest.fixture
+def space(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE_YAML)
+    return load_space(path)
+
+
+# ---------------------------------------------------------------- spaces
+
+
+def test_space_file_to_distributions_and_encoding(space):
+    od = optuna.distributions
+    assert isinstance(space["lr"], od.FloatDistribution) and space["lr"].log
+    assert isinstance(space["width"], od.IntDistribution)
+    assert space["opt"].choices == ("adam", "sgd", "rmsprop")
+    configs = sample_configs(space, 200, np.random.default_rng(0))
+    for c in configs:
+        for name, dist in space.items():
+            assert dist._contains(dist.to_internal_repr(c[name])), (name, c[name])
+        z = encode(c, space)
+        assert z.shape == (4,) and np.all((z >= 0) & (z <= 1))
+    # log scale: half the draws of lr lie below the geometric midpoint
+    lr = np.array([c["lr"] for c in configs])
+    assert 0.35 < np.mean(lr < math.sqrt(1e-4 * 0.1)) < 0.65
+    assert encode({"lr": 1e-4, "width": 256, "dropout": 0.5, "opt": "sgd"}, space).tolist() == [
+        0.0,
+        1.0,
+        1.0,
+        0.5,
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("lr: {type: normal, low: 0, high: 1}", "unknown distribution type 'normal'"),
+        ("lr: {type: flot, low: 0, high: 1}", "Did you mean 'float'"),
+        ("lr: {type: float, low: 0, high: 1, lg: true}", r"unknown key\(s\) \['lg'\]"),
+        ("lr: {type: float, low: 1, high: 0}", "'lr' .* is invalid"),
+        ("lr: {type: float, low: 0}", "'low' and 'high' are required"),
+        ("lr: {type: categorical, choices: []}", "non-empty list"),
+        ("lr: 0.1", "needs a mapping with a 'type'"),
+        ("[1, 2", "not valid YAML"),
+    ],
+)
+def test_bad_space_files(tmp_path, text, match):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(InvalidConfigError, match=match):
+        load_space(path)
+
+
+def test_missing_space_file(tmp_path):
+    with pytest.raises(InvalidConfigError, match="does not exist"):
+        load_space(tmp_path / "nope.yaml")
+
+
+# ---------------------------------------------------------------- the loop (tiny FT-PFN)
+
+
+@pytest.fixture(scope="module")
+def surrogate_path(tmp_path_factory):
+    from pfnkit.model import PFNConfig
+    from pfnkit.priors import FreezeThawPrior
+    from pfnkit.train import TrainConfig, Trainer
+
+    path = tmp_path_factory.mktemp("ft")
+    model = PFNConfig(n_features=6, d_model=32, n_layers=1, n_heads=2, n_bars=50)
+    train = TrainConfig(steps=10, batch_size=4, rows=64, border_samples=3000)
+    Trainer(FreezeThawPrior(max_horizon=20), model, train, path).run()
+    return path
+
+
+@pytest.fixture(scope="module")
+def surrogate(surrogate_path):
+    return FreezeThawSurrogate(surrogate_path)
+
+
+MAX_STEPS = 8
+
+
+def curve_value(params, step):
+    """A synthetic objective: accuracy rising with steps, best near lr = 0.01, adam."""
+    quality = 1 - abs(math.log10(params["lr"]) + 2) / 3 - (params["opt"] != "adam") * 0.1
+    return float(np.clip(quality, 0.05, 1) * (1 - math.exp(-step / 3)))
+
+
+def objective(job):
+    return [curve_value(job.params, s) for s in range(job.from_step + 1, job.to_step + 1)]
+
+
+def check_curves(study):
+    for t in study.get_trials(deepcopy=False):
+        n = t.user_attrs.get(STEPS_ATTR, 0)
+        assert sorted(t.intermediate_values) == list(range(1, n + 1))
+        for s, v in t.intermediate_values.items():
+            assert v == pytest.approx(curve_value(t.params, s))
+        if t.state.name == "COMPLETE":
+            assert n == MAX_STEPS and t.value == pytest.approx(t.intermediate_values[MAX_STEPS])
+
+
+def test_optimize_spends_the_budget_and_records_curves(space, surrogate):
+    ft = FreezeThaw(space, max_steps=MAX_STEPS, surrogate=surrogate, seed=0)
+    ft.optimize(objective, budget=40)
+    assert ft.steps_used() == 40
+    check_curves(ft.study)
+    states = {t.state.name for t in ft.study.trials}
+    assert states <= {"WAITING", "COMPLETE"}
+    params, value, steps = ft.best()
+    assert value == pytest.approx(curve_value(params, steps))
+
+
+def test_ask_tell_by_hand_advances_one_step(space, surrogate):
+    ft = FreezeThaw(space, max_steps=MAX_STEPS, surrogate=surrogate, seed=1)
+    job = ft.ask()
+    assert (job.from_step, job.to_step) == (0, 1) and set(job.params) == set(space)
+    ft.tell(job, curve_value(job.params, 1))
+    assert ft.study.trials[0].state.name == "WAITING"
+    with pytest.raises(InvalidConfigError, match="must return 1 value"):
+        ft.tell(ft.ask(), [0.1, 0.2])
+
+
+def test_failing_and_nan_objectives_fail_the_trial_and_go_on(space, surrogate):
+    ft = FreezeThaw(space, max_steps=MAX_STEPS, surrogate=surrogate, seed=2)
+
+    def flaky(job):
+        if job.trial_number % 3 == 1:
+            raise RuntimeError("out of memory")
+        if job.trial_number % 3 == 2:
+            return [float("nan")] * (job.to_step - job.from_step)
+        return objective(job)
+
+    ft.optimize(flaky, budget=20)
+    failed = [t for t in ft.study.trials if t.state.name == "FAIL"]
+    assert failed and ft.steps_used() == 20
+    errors = {t.user_attrs["pfnkit_error"].split(":")[0] for t in failed}
+    assert errors <= {"RuntimeError", "objective returned a non-finite value"}
+
+    def broken(job):
+        raise ValueError("bad objective")
+
+    with pytest.raises(PfnkitError, match="failed 10 times in a row.*bad objective"):
+        ft.optimize(broken, budget=1000)
+
+
+def test_restart_rebuilds_from_sqlite(space, surrogate, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first = FreezeThaw(
+        space, max_steps=MAX_STEPS, surrogate=surrogate, storage=url, study_name="s", seed=3
+    )
+    first.optimize(objective, budget=15)
+    del first
+    again = FreezeThaw(
+        space, max_steps=MAX_STEPS, surrogate=surrogate, storage=url, study_name="s", seed=4
+    )
+    assert again.steps_used() == 15
+    again.optimize(objective, budget=30)
+    assert again.steps_used() == 30
+    check_curves(again.study)
+    with pytest.raises(InvalidConfigError, match="other settings"):
+        FreezeThaw(space, max_steps=20, surrogate=surrogate, storage=url, study_name="s")
+    with pytest.raises(InvalidConfigError, match="created to maximize"):
+        FreezeThaw(
+            space,
+            max_steps=MAX_STEPS,
+            surrogate=surrogate,
+            storage=url,
+            study_name="s",
+            direction="minimize",
+        )
+
+
+def test_killed_worker_is_paused_and_resumed_elsewhere(space, surrogate, tmp_path):
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    dead = FreezeThaw(
+        space, max_steps=MAX_STEPS, surrogate=surrogate, storage=url, study_name="k", seed=5
+    )
+    job = dead.ask()  # ... and the worker dies before telling
+    alive = FreezeThaw(
+        space,
+        max_steps=MAX_STEPS,
+        surrogate=surrogate,
+        storage=url,
+        study_name="k",
+        seed=6,
+        lease_seconds=0.0,
+    )
+    # nothing is observed yet, so the reclaimed (paused) configuration is taken first
+    resumed = alive.ask()
+    assert resumed.trial_number == job.trial_number and resumed.from_step == 0
+    alive.tell(resumed, objective(resumed))
+    with pytest.raises(TrialLost):
+        dead.tell(job, objective(job))
+    check_curves(alive.study)
+
+
+def _worker(url, space_file, surrogate_path, seed, log):
+    import torch
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ft = FreezeThaw(
+        load_space(space_file),
+        max_steps=MAX_STEPS,
+        surrogate=surrogate_path,
+        storage=url,
+        study_name="two",
+        seed=seed,
+    )
+
+    def logged(job):
+        with open(log, "a") as f:
+            f.write(f"{job.trial_number},{job.from_step},{job.to_step}\n")
+        return objective(job)
+
+    ft.optimize(logged, budget=40)
+
+
+def test_two_workers_on_sqlite_never_train_a_step_twice(space, surrogate_path, tmp_path):
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(SPACE_YAML)
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    log = tmp_path / "log.csv"
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker, args=(url, str(space_file), str(surrogate_path), s, str(log)))
+        for s in (10, 11)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    rows = [tuple(map(int, ln.split(","))) for ln in log.read_text().split()]
+    steps = [(t, s) for t, a, b in rows for s in range(a + 1, b + 1)]
+    assert len(steps) == len(set(steps)), "a step was trained twice"
+    assert len({w for w in rows}) == len(rows)
+    study = optuna.load_study(study_name="two", storage=url)
+    used = sum(t.user_attrs.get(STEPS_ATTR, 0) for t in study.trials)
+    assert 40 <= used <= 41 and used == len(steps)
+    check_curves(study)
+
+
+# ---------------------------------------------------------------- LC-PFN pruner
+
+
+def test_lcpfn_pruner_in_a_plain_optuna_loop():
+    pruner = LCPFNPruner(max_steps=30, threshold=0.05)
+    study = optuna.create_study(
+        direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+
+    def obj(trial):
+        ceiling = trial.suggest_float("ceiling", 0.1, 0.95)
+        v = 0.0
+        for step in range(1, 31):
+            v = ceiling * (1 - math.exp(-step / 4))
+            trial.report(v, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return v
+
+    study.enqueue_trial({"ceiling": 0.95})
+    study.optimize(obj, n_trials=12)
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert len(pruned) >= 6, "the pruner stopped almost nothing"
+    # every pruned trial would have ended below the best final value: no wrong call
+    best = study.best_value
+    assert all(t.params["ceiling"] * (1 - math.exp(-30 / 4)) < best for t in pruned)
+    used = sum(len(t.intermediate_values) for t in study.trials)
+    assert used < 0.6 * 12 * 30
