@@ -294,3 +294,103 @@ def test_lcpfn_pruner_in_a_plain_optuna_loop():
     assert all(t.params["ceiling"] * (1 - math.exp(-30 / 4)) < best for t in pruned)
     used = sum(len(t.intermediate_values) for t in study.trials)
     assert used < 0.6 * 12 * 30
+
+
+# ---------------------------------------------------------------- CLI
+
+OBJECTIVE_PY = """
+import math
+
+
+def objective(job):
+    q = 1 - abs(math.log10(job.params["lr"]) + 2) / 3
+    return [q * (1 - math.exp(-s / 3)) for s in range(job.from_step + 1, job.to_step + 1)]
+"""
+
+
+def test_cli_run_status_best(tmp_path, surrogate_path):
+    from typer.testing import CliRunner
+
+    from pfnkit.cli import app as cli_app
+
+    (tmp_path / "obj.py").write_text(OBJECTIVE_PY)
+    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    common = ["--storage", url, "--study", "cli"]
+    runner = CliRunner()
+    r = runner.invoke(
+        cli_app.app,
+        [
+            "hpo",
+            "run",
+            str(tmp_path / "obj.py"),
+            "--space",
+            str(tmp_path / "space.yaml"),
+            "--budget",
+            "30",
+            "--max-steps",
+            "5",
+            "--surrogate",
+            str(surrogate_path),
+            "--quiet",
+            *common,
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "Used 30/30 steps" in r.output
+    r = runner.invoke(cli_app.app, ["hpo", "status", *common])
+    assert r.exit_code == 0 and "30 steps used" in r.stdout
+    r = runner.invoke(cli_app.app, ["hpo", "best", *common])
+    assert r.exit_code == 0, r.output
+    import json
+
+    best = json.loads(r.stdout)
+    assert best["steps"] == 5 and set(best["params"]) == {"lr", "width", "dropout", "opt"}
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--function", "train"], "has no function 'train'"),
+        (["--space", "missing.yaml"], "does not exist"),
+        (["--value-high", "big"], "--value-high"),
+    ],
+)
+def test_cli_run_bad_input(tmp_path, surrogate_path, args, match):
+    from typer.testing import CliRunner
+
+    from pfnkit.cli import app as cli_app
+
+    (tmp_path / "obj.py").write_text(OBJECTIVE_PY)
+    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+    base = {"--space": str(tmp_path / "space.yaml")}
+    extra = list(args)
+    if "--space" in extra:
+        base = {}
+        extra[1] = str(tmp_path / extra[1])
+    flat = [x for kv in base.items() for x in kv]
+    r = CliRunner().invoke(
+        cli_app.app,
+        [
+            "hpo",
+            "run",
+            str(tmp_path / "obj.py"),
+            *flat,
+            "--budget",
+            "5",
+            "--max-steps",
+            "5",
+            "--surrogate",
+            str(surrogate_path),
+            "--storage",
+            f"sqlite:///{tmp_path / 'b.db'}",
+            *extra,
+        ],
+    )
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert match in r.output
+    r = CliRunner().invoke(
+        cli_app.app,
+        ["hpo", "status", "--storage", f"sqlite:///{tmp_path / 'b.db'}", "--study", "nope"],
+    )
+    assert r.exit_code == 1 and "No study 'nope'" in r.output

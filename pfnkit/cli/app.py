@@ -1,5 +1,5 @@
 """The typer application: ``pfnkit train-prior``, ``info``, ``evaluate``, ``export``,
-``curves``."""
+``curves`` and ``hpo``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import typer
 from pfnkit.cli import common
 from pfnkit.cli.common import err, out, user_errors
 from pfnkit.cli.curves import curves_app
+from pfnkit.cli.hpo import hpo_app
 
 app = typer.Typer(
     name="pfnkit",
@@ -22,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(curves_app, name="curves")
+app.add_typer(hpo_app, name="hpo")
 
 
 @app.command("train-prior")

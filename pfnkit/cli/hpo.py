@@ -1,0 +1,206 @@
+"""``pfnkit hpo ...``: freeze-thaw hyperparameter optimisation on an optuna study."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pfnkit.cli.common import err, out, user_errors
+
+hpo_app = typer.Typer(
+    help="Freeze-thaw HPO (ifBO) on optuna: run workers, inspect a study.",
+    no_args_is_help=True,
+)
+
+StorageOpt = Annotated[
+    str, typer.Option(help="optuna storage URL, e.g. sqlite:///study.db (RDB for many hosts).")
+]
+StudyOpt = Annotated[str, typer.Option("--study", help="Study name in the storage.")]
+
+
+def load_objective(path: Path, name: str) -> Any:
+    """The function ``name`` from the Python file ``path``."""
+    from pfnkit.exceptions import InvalidConfigError
+
+    if not path.is_file():
+        raise InvalidConfigError(f"OBJECTIVE file '{path}' does not exist.")
+    spec = importlib.util.spec_from_file_location(f"pfnkit_objective_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise InvalidConfigError(f"Cannot import OBJECTIVE file '{path}' (is it a .py file?).")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise InvalidConfigError(
+            f"Importing OBJECTIVE file '{path}' failed: {type(e).__name__}: {e}"
+        ) from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        found = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
+        raise InvalidConfigError(
+            f"OBJECTIVE file '{path}' has no function {name!r} (found: {', '.join(found) or '-'})."
+            " Define objective(job) returning the values at steps job.from_step+1..job.to_step,"
+            " or pass --function NAME."
+        )
+    return fn
+
+
+@hpo_app.command("run")
+def run(
+    objective: Annotated[
+        Path, typer.Argument(help="Python file defining objective(job) -> values.")
+    ],
+    space: Annotated[Path, typer.Option(help="YAML search space (optuna distributions).")],
+    budget: Annotated[int, typer.Option(help="Steps (epochs) to spend in all, shared.")],
+    max_steps: Annotated[int, typer.Option(help="Full training length of one configuration.")],
+    storage: StorageOpt = "sqlite:///study.db",
+    study: StudyOpt = "pfnkit-hpo",
+    function: Annotated[str, typer.Option(help="Name of the objective function.")] = "objective",
+    direction: Annotated[str, typer.Option(help="'maximize' or 'minimize'.")] = "maximize",
+    value_low: Annotated[float, typer.Option(help="Lowest value the metric takes.")] = 0.0,
+    value_high: Annotated[
+        str, typer.Option(help="Highest value, or 'observed' for the largest seen.")
+    ] = "1",
+    surrogate: Annotated[
+        str, typer.Option(help="'default' (bundled FT-PFN) or a checkpoint path.")
+    ] = "default",
+    artifacts: Annotated[
+        Path | None, typer.Option(help="Directory for per-configuration checkpoints.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed of this worker.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Run a freeze-thaw worker; start several on one storage to work in parallel."""
+    with user_errors():
+        from pfnkit.exceptions import InvalidConfigError
+        from pfnkit.hpo import FreezeThaw, load_space
+
+        try:
+            high = None if value_high == "observed" else float(value_high)
+        except ValueError:
+            raise InvalidConfigError(
+                f"--value-high must be a number or 'observed'. Got {value_high!r}."
+            ) from None
+        fn = load_objective(objective, function)
+        ft = FreezeThaw(
+            load_space(space),
+            max_steps=max_steps,
+            surrogate=surrogate,
+            storage=storage,
+            study_name=study,
+            direction=direction,
+            value_range=(value_low, high),
+            artifacts_dir=artifacts,
+            seed=seed,
+        )
+        if quiet:
+            ft.optimize(fn, budget)
+        else:
+            _run_with_progress(ft, fn, budget)
+        best = ft.best()
+        used = ft.steps_used()
+        if best is None:
+            err.print(f"Used {used}/{budget} steps; no value yet.", markup=False)
+        else:
+            params, value, steps = best
+            err.print(
+                f"Used {used}/{budget} steps. Best value {value:.6g} after {steps} steps: "
+                f"{json.dumps(params)}",
+                markup=False,
+                highlight=False,
+            )
+
+
+def _run_with_progress(ft: Any, fn: Any, budget: int) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("hpo"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[best]}"),
+        console=err,
+    ) as bar:
+        task = bar.add_task("hpo", total=budget, completed=ft.steps_used(), best="")
+
+        def update(ft: Any, job: Any) -> None:
+            best = ft.best()
+            text = "" if best is None else f"best {best[1]:.4g} ({best[2]} steps)"
+            bar.update(task, completed=min(ft.steps_used(), budget), best=text)
+
+        ft.optimize(fn, budget, callback=update)
+
+
+def _open(storage: str, study: str) -> Any:
+    import optuna
+
+    from pfnkit.exceptions import InvalidConfigError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=study, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise InvalidConfigError(
+            f"No study {study!r} in {storage}. Studies there: {', '.join(names) or 'none'}."
+        ) from None
+
+
+@hpo_app.command("status")
+def status(storage: StorageOpt = "sqlite:///study.db", study: StudyOpt = "pfnkit-hpo") -> None:
+    """Configurations per state, steps used, paused and running work, the best value."""
+    with user_errors():
+        from pfnkit.hpo.loop import LEASE_ATTR, STEPS_ATTR
+
+        s = _open(storage, study)
+        trials = s.get_trials(deepcopy=False)
+        names = {"WAITING": "paused", "RUNNING": "training", "COMPLETE": "finished"}
+        counts: dict[str, int] = {}
+        for t in trials:
+            key = names.get(t.state.name, t.state.name.lower())
+            counts[key] = counts.get(key, 0) + 1
+        used = sum(int(t.user_attrs.get(STEPS_ATTR, 0)) for t in trials)
+        workers = {
+            (t.user_attrs.get(LEASE_ATTR) or {}).get("worker")
+            for t in trials
+            if t.state.name == "RUNNING"
+        }
+        lines = [
+            f"study {study}: {len(trials)} configurations, {used} steps used",
+            "  " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
+            f"  workers training now: {len(workers - {None})}",
+        ]
+        done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+        if done:
+            lines.append(f"  best final value: {s.best_value:.6g} (trial {s.best_trial.number})")
+        out.print("\n".join(lines), markup=False, highlight=False)
+
+
+@hpo_app.command("best")
+def best(storage: StorageOpt = "sqlite:///study.db", study: StudyOpt = "pfnkit-hpo") -> None:
+    """Print the best configuration as JSON: params, value, steps, trial."""
+    with user_errors():
+        from pfnkit.exceptions import InvalidConfigError
+        from pfnkit.hpo.loop import STEPS_ATTR
+
+        s = _open(storage, study)
+        done = [t for t in s.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        if not done:
+            raise InvalidConfigError(
+                f"Study {study!r} has no finished configuration yet; see `pfnkit hpo status`."
+            )
+        t = s.best_trial
+        out.print_json(
+            json.dumps(
+                {
+                    "trial": t.number,
+                    "value": t.value,
+                    "steps": t.user_attrs.get(STEPS_ATTR),
+                    "params": t.params,
+                }
+            )
+        )
