@@ -329,10 +329,12 @@ def test_cli_run_status_best(tmp_path, surrogate_path):
             "--budget",
             "30",
             "--max-steps",
-            "5",
+            "3",
             "--surrogate",
             str(surrogate_path),
             "--quiet",
+            "--seed",
+            "0",
             *common,
         ],
     )
@@ -345,7 +347,7 @@ def test_cli_run_status_best(tmp_path, surrogate_path):
     import json
 
     best = json.loads(r.stdout)
-    assert best["steps"] == 5 and set(best["params"]) == {"lr", "width", "dropout", "opt"}
+    assert best["steps"] == 3 and set(best["params"]) == {"lr", "width", "dropout", "opt"}
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,9 @@ from pfnkit.priors import (
     BatchShape,
     BNNPrior,
     Choice,
+    FreezeThawPrior,
     GPPrior,
+    LearningCurvePrior,
     LogUniform,
     MixturePrior,
     SCMPrior,
@@ -45,6 +47,11 @@ EXAMPLES = {
         SCMPrior(task="regression", tree_fraction=1.0, missing_datasets=1.0),
         SCMPrior(tree_fraction=0.0, noise_std=0.0, categorical_share=0.0),
     ],
+    "learning_curve": [
+        LearningCurvePrior(),
+        LearningCurvePrior(families=("pow3", "mmf"), noise=0.0, direction="minimize"),
+    ],
+    "freeze_thaw": [FreezeThawPrior(), FreezeThawPrior(families=("exp3",), max_configs=4)],
 }
 
 

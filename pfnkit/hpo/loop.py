@@ -18,6 +18,7 @@ the best one by ``step_size`` steps (ifBO: one).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import socket
@@ -37,6 +38,7 @@ from pfnkit.hpo.surrogate import Curve, FreezeThawSurrogate
 STEPS_ATTR = "pfnkit_steps"
 LEASE_ATTR = "pfnkit_lease"
 ERROR_ATTR = "pfnkit_error"
+TAG_ATTR = "pfnkit_tag"
 SETTINGS_ATTR = "pfnkit_freeze_thaw"
 
 
@@ -62,7 +64,9 @@ class TrialLost(PfnkitError):
     """The configuration was taken over by another worker (its lease expired)."""
 
 
+@functools.lru_cache(maxsize=65536)
 def _tag(trial_number: int) -> float:
+    """Fallback curve tag of a trial created without one."""
     return float(np.random.default_rng([trial_number, 20240917]).random())
 
 
@@ -132,6 +136,7 @@ class FreezeThaw:
         self.step_size = step_size
         self.n_fresh = n_fresh
         self.max_failures = max_failures
+        self._feature_cache: dict[int, tuple[np.ndarray, float]] = {}
         self.lease_seconds = lease_seconds
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
         self.rng = np.random.default_rng(seed)
@@ -233,38 +238,46 @@ class FreezeThaw:
                 if t.state == TrialState.WAITING and int(t.user_attrs[STEPS_ATTR]) < self.max_steps
             ]
             fresh = sample_configs(self.space, self.n_fresh, self.rng)
-            choice = self._choose(observed, paused, fresh)
-            if isinstance(choice, dict):
-                return self._start(choice)
+            tags = self.rng.random(len(fresh)).tolist()
+            choice = self._choose(observed, paused, fresh, tags)
+            if isinstance(choice, int):
+                return self._start(fresh[choice], tags[choice])
             job = self._resume(choice)
             if job is not None:
                 return job
         raise PfnkitError("Could not claim a configuration after 20 attempts (heavy contention).")
 
-    def _choose(self, observed: list[Any], paused: list[Any], fresh: list[dict]) -> Any:
-        """A paused trial or a fresh configuration (dict), by MFPI-random."""
+    def _features(self, trial: Any) -> tuple[np.ndarray, float]:
+        """(encoded hyperparameters, curve tag) of a trial; cached, params never change."""
+        key = trial._trial_id
+        if key not in self._feature_cache:
+            tag = trial.user_attrs.get(TAG_ATTR)
+            self._feature_cache[key] = (
+                encode(trial.params, self.space),
+                float(tag) if tag is not None else _tag(trial.number),
+            )
+        return self._feature_cache[key]
+
+    def _choose(
+        self, observed: list[Any], paused: list[Any], fresh: list[dict], tags: list[float]
+    ) -> Any:
+        """A paused trial, or the index of a fresh configuration, by MFPI-random."""
         if not observed:
-            return paused[0] if paused else fresh[0]
+            return paused[0] if paused else 0
         highs = [float(v.max()) for _, v in observed]
         high = self.value_range[1] if self.value_range[1] is not None else max(highs)
         if high <= self.value_range[0]:
             high = self.value_range[0] + 1.0
         curves = [
-            Curve(
-                encode(t.params, self.space),
-                _tag(t.number),
-                np.clip(self._normalise(v, high), -0.5, 1.5),
-            )
+            Curve(*self._features(t), np.clip(self._normalise(v, high), -0.5, 1.5))
             for t, v in observed
         ]
         f_best = float(max(c.values.max() for c in curves))
         f_best = min(max(f_best, 0.0), 1.0)
         tau = f_best + 10 ** self.rng.uniform(-4, -1) * (1.0 - f_best)
         horizon = int(self.rng.integers(1, self.max_steps + 1))
-        cand_h = [encode(t.params, self.space) for t in paused] + [
-            encode(c, self.space) for c in fresh
-        ]
-        cand_tag = [_tag(t.number) for t in paused] + [float(self.rng.random()) for _ in fresh]
+        cand_h = [self._features(t)[0] for t in paused] + [encode(c, self.space) for c in fresh]
+        cand_tag = [self._features(t)[1] for t in paused] + list(tags)
         cand_steps = [int(t.user_attrs[STEPS_ATTR]) for t in paused] + [0] * len(fresh)
         qstep = np.minimum(np.asarray(cand_steps) + horizon, self.max_steps)
         logits = self.surrogate.logits(
@@ -273,7 +286,7 @@ class FreezeThaw:
         score = self.surrogate.prob_above(logits, tau)
         best = np.flatnonzero(score >= score.max() - 1e-12)
         i = int(self.rng.choice(best))
-        return paused[i] if i < len(paused) else fresh[i - len(paused)]
+        return paused[i] if i < len(paused) else i - len(paused)
 
     def _lease(self, trial_id: int) -> None:
         self._storage.set_trial_user_attr(
@@ -288,14 +301,18 @@ class FreezeThaw:
         to = min(from_step + self.step_size, self.max_steps)
         return Job(number, dict(params), from_step, to, ckpt, trial_id, self.worker)
 
-    def _start(self, params: dict[str, Any]) -> Job:
+    def _start(self, params: dict[str, Any], tag: float) -> Job:
         from optuna.trial import TrialState, create_trial
 
         template = create_trial(
             state=TrialState.RUNNING,
             params=params,
             distributions=self.space,
-            user_attrs={STEPS_ATTR: 0, LEASE_ATTR: {"worker": self.worker, "time": time.time()}},
+            user_attrs={
+                STEPS_ATTR: 0,
+                TAG_ATTR: tag,
+                LEASE_ATTR: {"worker": self.worker, "time": time.time()},
+            },
         )
         trial_id = self._storage.create_new_trial(self.study._study_id, template_trial=template)
         number = self._storage.get_trial_number_from_id(trial_id)

@@ -72,20 +72,23 @@ class FreezeThawSurrogate:
         self.rng = np.random.default_rng(seed)
 
     def _context(self, curves: list[Curve], max_steps: int) -> tuple[np.ndarray, np.ndarray]:
-        rows: list[np.ndarray] = []
-        ys: list[float] = []
-        last: list[int] = []
+        """Context rows (step / max_steps, tag, h) and values of every observed point; when
+        there are more than the network holds, each curve's last point plus a random
+        subset of the others."""
+        blocks, ys = [], []
         for c in curves:
             n = len(c.values)
-            for s in range(1, n + 1):
-                if s == n:
-                    last.append(len(rows))
-                rows.append(np.concatenate([[s / max_steps, c.tag], c.h]))
-                ys.append(c.values[s - 1])
-        x, y = np.asarray(rows, dtype=np.float32), np.asarray(ys, dtype=np.float32)
-        if len(rows) > self.max_context:
-            keep = np.asarray(last[: self.max_context])
-            rest = np.setdiff1d(np.arange(len(rows)), keep)
+            block = np.empty((n, N_FIXED + c.h.size), dtype=np.float32)
+            block[:, 0] = np.arange(1, n + 1) / max_steps
+            block[:, 1] = c.tag
+            block[:, N_FIXED:] = c.h
+            blocks.append(block)
+            ys.append(np.asarray(c.values, dtype=np.float32))
+        x, y = np.concatenate(blocks), np.concatenate(ys)
+        if len(x) > self.max_context:
+            last = np.cumsum([len(v) for v in ys]) - 1
+            keep = last[: self.max_context]
+            rest = np.setdiff1d(np.arange(len(x)), keep)
             room = self.max_context - keep.size
             if room > 0:
                 keep = np.concatenate([keep, self.rng.choice(rest, room, replace=False)])
