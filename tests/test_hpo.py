@@ -2,6 +2,7 @@
 
 import math
 import multiprocessing as mp
+import os
 
 import numpy as np
 import pytest
@@ -114,14 +115,18 @@ def objective(job):
     return [curve_value(job.params, s) for s in range(job.from_step + 1, job.to_step + 1)]
 
 
-def check_curves(study):
+def cli_curve_value(params, step):
+    return (1 - abs(math.log10(params["lr"]) + 2) / 3) * (1 - math.exp(-step / 3))
+
+
+def check_curves(study, value=curve_value, max_steps=MAX_STEPS):
     for t in study.get_trials(deepcopy=False):
         n = t.user_attrs.get(STEPS_ATTR, 0)
         assert sorted(t.intermediate_values) == list(range(1, n + 1))
         for s, v in t.intermediate_values.items():
-            assert v == pytest.approx(curve_value(t.params, s))
+            assert v == pytest.approx(value(t.params, s))
         if t.state.name == "COMPLETE":
-            assert n == MAX_STEPS and t.value == pytest.approx(t.intermediate_values[MAX_STEPS])
+            assert n == max_steps and t.value == pytest.approx(t.intermediate_values[max_steps])
 
 
 def test_optimize_spends_the_budget_and_records_curves(space, surrogate):
@@ -396,3 +401,78 @@ def test_cli_run_bad_input(tmp_path, surrogate_path, args, match):
         ["hpo", "status", "--storage", f"sqlite:///{tmp_path / 'b.db'}", "--study", "nope"],
     )
     assert r.exit_code == 1 and "No study 'nope'" in r.output
+
+
+SLOW_OBJECTIVE_PY = """
+import math
+import os
+import time
+
+
+def objective(job):
+    with open(os.environ["PFNKIT_TEST_LOG"], "a") as f:
+        f.write(f"{job.trial_number},{job.from_step},{job.to_step}\\n")
+    time.sleep(float(os.environ.get("PFNKIT_TEST_SLEEP", "0")))  # killed in here
+    q = 1 - abs(math.log10(job.params["lr"]) + 2) / 3
+    return [q * (1 - math.exp(-s / 3)) for s in range(job.from_step + 1, job.to_step + 1)]
+"""
+
+
+def test_cli_worker_killed_then_resumed(tmp_path, surrogate_path):
+    """kill -9 a worker mid-run; a restarted worker resumes its configuration and
+    finishes the budget; the study holds every step once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "obj.py").write_text(SLOW_OBJECTIVE_PY)
+    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+    log = tmp_path / "log.csv"
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pfnkit.cli",
+        "hpo",
+        "run",
+        str(tmp_path / "obj.py"),
+        "--space",
+        str(tmp_path / "space.yaml"),
+        "--budget",
+        "24",
+        "--max-steps",
+        "4",
+        "--surrogate",
+        str(surrogate_path),
+        "--storage",
+        url,
+        "--study",
+        "k",
+        "--quiet",
+        "--lease-seconds",
+        "1",
+    ]
+    env = {
+        **os.environ,
+        "PFNKIT_TEST_LOG": str(log),
+        "PFNKIT_TEST_SLEEP": "0.3",
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or len(log.read_text().split()) < 5):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)  # dies inside objective(): its trial stays RUNNING
+    proc.wait()
+    study = optuna.load_study(study_name="k", storage=url)
+    assert any(t.state.name == "RUNNING" for t in study.trials)
+    time.sleep(1.5)  # let the dead worker's lease expire
+    env["PFNKIT_TEST_SLEEP"] = "0"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="k", storage=url)
+    assert not any(t.state.name == "RUNNING" for t in study.trials)
+    used = sum(t.user_attrs.get(STEPS_ATTR, 0) for t in study.trials)
+    assert used == 24
+    check_curves(study, cli_curve_value, max_steps=4)

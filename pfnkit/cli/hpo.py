@@ -72,6 +72,10 @@ def run(
         Path | None, typer.Option(help="Directory for per-configuration checkpoints.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed of this worker.")] = None,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(help="Resume a configuration whose worker has been silent this long."),
+    ] = 600.0,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Run a freeze-thaw worker; start several on one storage to work in parallel."""
@@ -96,6 +100,7 @@ def run(
             value_range=(value_low, high),
             artifacts_dir=artifacts,
             seed=seed,
+            lease_seconds=lease_seconds,
         )
         if quiet:
             ft.optimize(fn, budget)
