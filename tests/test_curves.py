@@ -275,3 +275,15 @@ def test_cli_extrapolate_bad_input(tmp_path, content, args, match):
         return
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert match in r.output
+
+
+def test_readme_learning_curve_example_runs():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Learning curves", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict = {}
+    exec(code, scope)
+    assert scope["pred"].mean().shape == (2,)
