@@ -26,7 +26,6 @@ import math
 import statistics
 import sys
 import time
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +33,8 @@ import numpy as np
 from _lcbench import DEV_TASKS, N_EPOCHS, LCBench, skip_if_unavailable
 from numpy.typing import NDArray
 
-METHODS: dict[str, str] = {
-    "ft": "freeze-thaw (pfnkit)",
-    "tpe-hb": "TPE + Hyperband",
-    "tpe-sh": "TPE + successive halving",
-    "random": "random search",
-    "random-lcpfn": "random + LC-PFN pruner",
-}
-FRACTIONS = (0.25, 0.5, 1.0)
+from pfnkit.hpo.bench import FRACTIONS, METHODS, fraction_index, preload, run_method
+
 N_REF, REF_SEED = 5000, 20240917
 
 
@@ -105,102 +98,6 @@ class Task:
         return float(r["best"]), float(r["median"])
 
 
-class Tracker:
-    """Epochs spent and the incumbent (best final value) after each of them."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.best = -math.inf
-        self.incumbent: list[float | None] = []
-
-    def spend(self, step: int, value: float) -> bool:
-        """Count one epoch (step of a configuration); True once the budget is spent."""
-        if step == N_EPOCHS:
-            self.best = max(self.best, value)
-        self.incumbent.append(self.best if self.best > -math.inf else None)
-        return len(self.incumbent) >= self.budget
-
-
-@cache
-def _lcpfn_pruner() -> Any:
-    from pfnkit.hpo import LCPFNPruner
-
-    return LCPFNPruner(max_steps=N_EPOCHS)  # stateless: one model load for all runs
-
-
-@cache
-def _ft_model(surrogate: str) -> Any:
-    from pfnkit.hpo import FreezeThawSurrogate
-
-    return FreezeThawSurrogate(surrogate).model
-
-
-def run_optuna(task: Task, method: str, seed: int, budget: int) -> Tracker:
-    import optuna
-    from optuna.trial import TrialState
-
-    pruner: Any = optuna.pruners.NopPruner()
-    if method == "tpe-hb":
-        pruner = optuna.pruners.HyperbandPruner(1, N_EPOCHS, reduction_factor=3)
-    elif method == "tpe-sh":
-        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    elif method == "random-lcpfn":
-        pruner = _lcpfn_pruner()
-    sampler: Any = (
-        optuna.samplers.TPESampler(seed=seed)
-        if method.startswith("tpe")
-        else optuna.samplers.RandomSampler(seed=seed)
-    )
-    # a fixed name: HyperbandPruner assigns brackets by a hash of the study name
-    name = f"lcbench-{task.name}-{method}-{seed}"
-    study = optuna.create_study(
-        study_name=name, direction="maximize", sampler=sampler, pruner=pruner
-    )
-    tr = Tracker(budget)
-    done = False
-    while not done:
-        trial = study.ask(task.space)
-        y = task.curve(trial.params)
-        for step in range(1, N_EPOCHS + 1):
-            trial.report(float(y[step - 1]), step)
-            done = tr.spend(step, float(y[step - 1]))
-            if done or (step < N_EPOCHS and trial.should_prune()):
-                break
-        if step == N_EPOCHS:
-            study.tell(trial, float(y[-1]))
-        else:
-            study.tell(trial, state=TrialState.PRUNED)
-    return tr
-
-
-def run_freeze_thaw(
-    task: Task, seed: int, budget: int, surrogate: str, ask_times: list[float]
-) -> Tracker:
-    from pfnkit.hpo import FreezeThaw, FreezeThawSurrogate, Job
-
-    sur = FreezeThawSurrogate(_ft_model(surrogate), seed=seed)
-    ft = FreezeThaw(task.space, max_steps=N_EPOCHS, surrogate=sur, seed=seed)  # in-memory study
-    ask = ft.ask
-
-    def timed_ask() -> Job | None:
-        t0 = time.perf_counter()
-        job = ask()
-        ask_times.append(time.perf_counter() - t0)
-        return job
-
-    ft.ask = timed_ask  # type: ignore[method-assign]
-    tr = Tracker(budget)
-
-    def objective(job: Job) -> list[float]:
-        y = task.curve(job.params)
-        for step in range(job.from_step + 1, job.to_step + 1):
-            tr.spend(step, float(y[step - 1]))
-        return [float(v) for v in y[job.from_step : job.to_step]]
-
-    ft.optimize(objective, budget)
-    return tr
-
-
 def regret_curve(incumbent: list[float | None], y_star: float, y_ref: float) -> NDArray[np.float64]:
     inc = np.array([y_ref if v is None else v for v in incumbent], dtype=np.float64)
     return np.maximum((y_star - inc) / (y_star - y_ref), 0.0)
@@ -210,29 +107,34 @@ def one_run(
     task: Task, method: str, seed: int, budget: int, surrogate: str, ref: tuple[float, float]
 ) -> dict[str, Any]:
     task.reset()
-    ask_times: list[float] = []
-    t0 = time.perf_counter()
-    if method == "ft":
-        tr = run_freeze_thaw(task, seed, budget, surrogate, ask_times)
-    else:
-        tr = run_optuna(task, method, seed, budget)
-    run_time = time.perf_counter() - t0
-    inc = tr.incumbent[:budget]
-    if len(inc) < budget:  # the loop gave up early: the incumbent stays
-        inc += [inc[-1] if inc else None] * (budget - len(inc))
-    reg = regret_curve(inc, *ref)
+
+    def objective(job: Any) -> list[float]:  # served from the configuration's cached curve
+        return [float(v) for v in task.curve(job.params)[job.from_step : job.to_step]]
+
+    # a fixed study name: HyperbandPruner assigns brackets by a hash of it
+    run = run_method(
+        method,
+        objective,
+        task.space,
+        budget=budget,
+        max_steps=N_EPOCHS,
+        seed=seed,
+        surrogate=surrogate,
+        study_name=f"lcbench-{task.name}-{method}-{seed}",
+    )
+    reg = regret_curve(run.incumbent, *ref)
     return {
         "task": task.name,
         "method": method,
         "seed": seed,
         "budget": budget,
         "surrogate": surrogate if method == "ft" else None,
-        "regret": {f"{f:g}": float(reg[max(round(f * budget), 1) - 1]) for f in FRACTIONS},
-        "run_time": run_time,
+        "regret": {f"{f:g}": float(reg[fraction_index(budget, f)]) for f in FRACTIONS},
+        "run_time": run.run_time,
         "curve_time": task.curve_time,
         "n_configs": len(task.cache),
-        "ask_times": [round(t, 5) for t in ask_times],
-        "incumbent": [None if v is None else round(v, 6) for v in inc],
+        "ask_times": [round(t, 5) for t in run.ask_times],
+        "incumbent": [None if v is None else round(v, 6) for v in run.incumbent],
     }
 
 
@@ -318,10 +220,8 @@ def main() -> None:
     elif jsonl.exists():
         jsonl.unlink()
 
-    if "ft" in args.methods:  # load the networks once, outside the timed runs
-        _ft_model(args.surrogate)
-    if "random-lcpfn" in args.methods:
-        _lcpfn_pruner()
+    # load the networks once, outside the timed runs
+    preload(args.methods, surrogate=args.surrogate, max_steps=N_EPOCHS)
     runs: list[dict[str, Any]] = []
     refs: dict[str, tuple[float, float]] = {}
     t_start = time.perf_counter()

@@ -476,3 +476,111 @@ def test_cli_worker_killed_then_resumed(tmp_path, surrogate_path):
     used = sum(t.user_attrs.get(STEPS_ATTR, 0) for t in study.trials)
     assert used == 24
     check_curves(study, cli_curve_value, max_steps=4)
+
+
+# ---------------------------------------------------------------- bench (methods compared)
+
+BENCH_METHODS = ["ft", "tpe-hb", "tpe-sh", "random", "random-lcpfn"]
+
+
+@pytest.mark.parametrize(
+    "method, direction",
+    [(m, "maximize") for m in BENCH_METHODS] + [("ft", "minimize"), ("random", "minimize")],
+)
+def test_bench_run_method_trajectory(space, surrogate_path, method, direction):
+    from pfnkit.hpo.bench import run_method
+
+    finals: list[float] = []
+
+    def recorded(job):  # minimize a loss falling with the steps: 1 - accuracy
+        values = [v if direction == "maximize" else 1 - v for v in objective(job)]
+        if job.to_step == 4:
+            finals.append(values[-1])
+        return values
+
+    run = run_method(
+        method,
+        recorded,
+        space,
+        budget=24,
+        max_steps=4,
+        seed=0,
+        direction=direction,
+        surrogate=surrogate_path,
+    )
+    assert len(run.incumbent) == 24 and run.run_time > 0
+    first = run.first_finish()
+    assert first is not None and first >= 4
+    assert all(v is None for v in run.incumbent[: first - 1])
+    seen = run.incumbent[first - 1 :]
+    assert all(v is not None for v in seen)
+    best = max if direction == "maximize" else min
+    sign = 1 if direction == "maximize" else -1
+    assert all(sign * (b - a) >= 0 for a, b in zip(seen, seen[1:]))
+    assert run.incumbent[-1] in finals and run.incumbent[-1] == best(finals)
+    assert len(run.ask_times) == (24 if method == "ft" else 0)
+
+
+def test_bench_baseline_survives_a_failing_objective(space):
+    from pfnkit.hpo.bench import run_method
+
+    def flaky(job):
+        if job.trial_number % 3 == 1:
+            raise RuntimeError("out of memory")
+        return objective(job)
+
+    run = run_method("random", flaky, space, budget=24, max_steps=4)
+    assert len(run.incumbent) == 24 and run.incumbent[-1] is not None
+
+    def broken(job):
+        return [float("nan")]
+
+    with pytest.raises(PfnkitError, match="failed 10 times in a row.*non-finite"):
+        run_method("tpe-sh", broken, space, budget=24, max_steps=4)
+    with pytest.raises(InvalidConfigError, match="choose from: ft, tpe-hb"):
+        run_method("bohb", objective, space, budget=24, max_steps=4)
+
+
+def _bench_cli(tmp_path, *args):
+    from typer.testing import CliRunner
+
+    from pfnkit.cli import app as cli_app
+
+    (tmp_path / "obj.py").write_text(OBJECTIVE_PY)
+    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+    return CliRunner().invoke(
+        cli_app.app,
+        [
+            "hpo",
+            "bench",
+            str(tmp_path / "obj.py"),
+            "--space",
+            str(tmp_path / "space.yaml"),
+            "--budget",
+            "24",
+            "--max-steps",
+            "4",
+            *args,
+        ],
+    )
+
+
+def test_cli_bench_prints_the_method_table(tmp_path, surrogate_path):
+    from pfnkit.hpo.bench import METHODS
+
+    r = _bench_cli(tmp_path, "--seeds", "2", "--surrogate", str(surrogate_path))
+    assert r.exit_code == 0, r.output
+    rows = [ln.split(" | ") for ln in r.stdout.splitlines() if ln.startswith("| ")]
+    assert rows[0][:2] == ["| method", "best @25%"] and rows[0][-1] == "run time (s) |"
+    assert [row[0][2:] for row in rows[1:]] == list(METHODS.values())
+    for row in rows[1:]:
+        assert len(row) == 7 and 0 < float(row[3]) <= 1  # best @100%: something finished
+    assert rows[1][5] != "-" and rows[2][5] == "-"  # ask times: freeze-thaw only
+    assert "mean over 2 seed(s)" in r.stdout
+
+
+def test_cli_bench_unknown_method(tmp_path, surrogate_path):
+    r = _bench_cli(tmp_path, "--methods", "ft,bohb", "--surrogate", str(surrogate_path))
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "Unknown method(s) 'bohb'" in r.output
+    assert "ft, tpe-hb, tpe-sh, random, random-lcpfn" in r.output

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 import typer
 
 from pfnkit.cli.common import err, out, user_errors
+from pfnkit.hpo.bench import METHODS
 
 hpo_app = typer.Typer(
-    help="Freeze-thaw HPO (ifBO) on optuna: run workers, inspect a study.",
+    help="Freeze-thaw HPO (ifBO) on optuna: run workers, inspect a study, compare methods.",
     no_args_is_help=True,
 )
 
@@ -20,6 +21,32 @@ StorageOpt = Annotated[
     str, typer.Option(help="optuna storage URL, e.g. sqlite:///study.db (RDB for many hosts).")
 ]
 StudyOpt = Annotated[str, typer.Option("--study", help="Study name in the storage.")]
+ObjectiveArg = Annotated[
+    Path, typer.Argument(help="Python file defining objective(job) -> values.")
+]
+SpaceOpt = Annotated[Path, typer.Option(help="YAML search space (optuna distributions).")]
+MaxStepsOpt = Annotated[int, typer.Option(help="Full training length of one configuration.")]
+FunctionOpt = Annotated[str, typer.Option(help="Name of the objective function.")]
+DirectionOpt = Annotated[str, typer.Option(help="'maximize' or 'minimize'.")]
+ValueLowOpt = Annotated[float, typer.Option(help="Lowest value the metric takes.")]
+ValueHighOpt = Annotated[
+    str, typer.Option(help="Highest value, or 'observed' for the largest seen.")
+]
+SurrogateOpt = Annotated[str, typer.Option(help="'default' (bundled FT-PFN) or a checkpoint path.")]
+
+
+def value_range(low: float, high: str) -> tuple[float, float | None]:
+    """(low, high) from --value-low and --value-high ('observed': None)."""
+    from pfnkit.exceptions import InvalidConfigError
+
+    if high == "observed":
+        return low, None
+    try:
+        return low, float(high)
+    except ValueError:
+        raise InvalidConfigError(
+            f"--value-high must be a number or 'observed'. Got {high!r}."
+        ) from None
 
 
 def load_objective(path: Path, name: str) -> Any:
@@ -51,23 +78,17 @@ def load_objective(path: Path, name: str) -> Any:
 
 @hpo_app.command("run")
 def run(
-    objective: Annotated[
-        Path, typer.Argument(help="Python file defining objective(job) -> values.")
-    ],
-    space: Annotated[Path, typer.Option(help="YAML search space (optuna distributions).")],
+    objective: ObjectiveArg,
+    space: SpaceOpt,
     budget: Annotated[int, typer.Option(help="Steps (epochs) to spend in all, shared.")],
-    max_steps: Annotated[int, typer.Option(help="Full training length of one configuration.")],
+    max_steps: MaxStepsOpt,
     storage: StorageOpt = "sqlite:///study.db",
     study: StudyOpt = "pfnkit-hpo",
-    function: Annotated[str, typer.Option(help="Name of the objective function.")] = "objective",
-    direction: Annotated[str, typer.Option(help="'maximize' or 'minimize'.")] = "maximize",
-    value_low: Annotated[float, typer.Option(help="Lowest value the metric takes.")] = 0.0,
-    value_high: Annotated[
-        str, typer.Option(help="Highest value, or 'observed' for the largest seen.")
-    ] = "1",
-    surrogate: Annotated[
-        str, typer.Option(help="'default' (bundled FT-PFN) or a checkpoint path.")
-    ] = "default",
+    function: FunctionOpt = "objective",
+    direction: DirectionOpt = "maximize",
+    value_low: ValueLowOpt = 0.0,
+    value_high: ValueHighOpt = "1",
+    surrogate: SurrogateOpt = "default",
     artifacts: Annotated[
         Path | None, typer.Option(help="Directory for per-configuration checkpoints.")
     ] = None,
@@ -80,15 +101,9 @@ def run(
 ) -> None:
     """Run a freeze-thaw worker; start several on one storage to work in parallel."""
     with user_errors():
-        from pfnkit.exceptions import InvalidConfigError
         from pfnkit.hpo import FreezeThaw, load_space
 
-        try:
-            high = None if value_high == "observed" else float(value_high)
-        except ValueError:
-            raise InvalidConfigError(
-                f"--value-high must be a number or 'observed'. Got {value_high!r}."
-            ) from None
+        values = value_range(value_low, value_high)
         fn = load_objective(objective, function)
         ft = FreezeThaw(
             load_space(space),
@@ -97,7 +112,7 @@ def run(
             storage=storage,
             study_name=study,
             direction=direction,
-            value_range=(value_low, high),
+            value_range=values,
             artifacts_dir=artifacts,
             seed=seed,
             lease_seconds=lease_seconds,
@@ -138,6 +153,76 @@ def _run_with_progress(ft: Any, fn: Any, budget: int) -> None:
             bar.update(task, completed=min(ft.steps_used(), budget), best=text)
 
         ft.optimize(fn, budget, callback=update)
+
+
+@hpo_app.command("bench")
+def bench(
+    objective: ObjectiveArg,
+    space: SpaceOpt,
+    budget: Annotated[int, typer.Option(help="Steps (epochs) each run may spend.")],
+    max_steps: MaxStepsOpt,
+    seeds: Annotated[int, typer.Option(help="Runs per method, with seeds 0..S-1.")] = 3,
+    methods: Annotated[
+        str, typer.Option(help=f"Comma-separated, from: {', '.join(METHODS)}.")
+    ] = ",".join(METHODS),
+    function: FunctionOpt = "objective",
+    direction: DirectionOpt = "maximize",
+    value_low: ValueLowOpt = 0.0,
+    value_high: ValueHighOpt = "1",
+    surrogate: SurrogateOpt = "default",
+) -> None:
+    """Compare freeze-thaw with optuna's baselines on your objective (in-memory studies)."""
+    with user_errors():
+        import optuna
+
+        from pfnkit.exceptions import InvalidConfigError
+        from pfnkit.hpo import load_space
+        from pfnkit.hpo.bench import check_settings, preload, run_method, table
+
+        names = check_settings(
+            [m.strip() for m in methods.split(",") if m.strip()],
+            budget=budget,
+            max_steps=max_steps,
+            direction=direction,
+        )
+        if seeds < 1:
+            raise InvalidConfigError(f"--seeds must be >= 1. Got {seeds}.")
+        values = value_range(value_low, value_high)
+        fn = load_objective(objective, function)
+        dists = load_space(space)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        preload(names, surrogate=surrogate, max_steps=max_steps, value_range=values)
+        runs = []
+        for seed in range(seeds):
+            for m in names:
+                r = run_method(
+                    m,
+                    fn,
+                    dists,
+                    budget=budget,
+                    max_steps=max_steps,
+                    seed=seed,
+                    direction=direction,
+                    value_range=values,
+                    surrogate=surrogate,
+                )
+                final = r.incumbent[-1]
+                err.print(
+                    f"{m} seed {seed}: best {'-' if final is None else f'{final:.6g}'}, "
+                    f"{r.run_time:.1f} s",
+                    markup=False,
+                    highlight=False,
+                )
+                runs.append(r)
+        caption = (
+            f"{objective.name}: best final value (step {max_steps}) among configurations "
+            f"trained to {max_steps} steps ({direction}), mean over {seeds} seed(s), '(k/n)' "
+            f"where only k had one; budget {budget} steps per run"
+            + (f"; FT-PFN: {surrogate}" if "ft" in names else "")
+        )
+        out.print(
+            caption + "\n\n" + table(runs, names), markup=False, highlight=False, soft_wrap=True
+        )
 
 
 def _open(storage: str, study: str) -> Any:
