@@ -177,7 +177,9 @@ def mcmc_part(args: argparse.Namespace) -> str:
             t_pfn.append(time.perf_counter() - t0)
             ll_pfn.append(float(np.mean(pred.logpdf(c[future]))))
             t0 = time.perf_counter()
-            samples = run_mcmc(model, x_all[:n_obs], obs, args.walkers, args.mcmc_steps, seed=i)
+            samples = run_mcmc(
+                model, x_all[:n_obs], obs, args.walkers, args.mcmc_steps, args.burn_in, seed=i
+            )
             theta = torch.as_tensor(samples, dtype=torch.float64)
             mu, s, _ = model.mean(theta, torch.as_tensor(x_all[future]))
             t_mc.append(time.perf_counter() - t0)
