@@ -20,6 +20,7 @@ Parts:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -150,59 +151,75 @@ def mcmc_part(args: argparse.Namespace) -> str:
         return "SKIP mcmc: emcee is not installed (pip install emcee)."
     prior = mcmc_prior()
     model = ParametricModel(prior)
-    ex = CurveExtrapolator(args.checkpoint)
     batch = prior.sample(
         BatchShape(args.curves, HORIZON, 1, HORIZON - 1), generator=step_generator(2024, 0)
     )
     curves = batch.y.double().numpy()  # steps 1..50 in order (horizon fixed)
     x_all = np.arange(1, HORIZON + 1) / HORIZON
+    settings = [args.curves, args.walkers, args.burn_in, args.mcmc_steps]
+    cache_path = Path(args.mcmc_cache)
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    if cache.get("settings") != settings:
+        cache = {"settings": settings}
+    pfns = {name: CurveExtrapolator(name) for name in args.checkpoint}
     lines = [
         f"# LC-PFN vs MCMC (emcee, {args.walkers} walkers, {args.burn_in} burn-in + "
         f"{args.mcmc_steps} steps, thin 10) on {args.curves} curves of the plain "
-        f"{'+'.join(MCMC_FAMILIES)} "
-        f"model, {HORIZON} steps; 1 thread",
+        f"{'+'.join(MCMC_FAMILIES)} model, {HORIZON} steps; 1 thread",
         "",
         "| observed | method | log-lik / point | time / curve | speed-up |",
         "|---|---|---:|---:|---:|",
     ]
     for n_obs in (HORIZON // 5, HORIZON // 2):
         future = np.arange(n_obs, HORIZON)  # 0-based indices of the held-out points
-        ll_pfn, ll_mc, t_pfn, t_mc = [], [], [], []
-        for i, c in enumerate(curves):
-            # both methods see the observed points clipped to [0, 1] (as a real accuracy
-            # would be; noise can push a few past the ends) and are scored on raw points
-            obs = np.clip(c[:n_obs], 0.0, 1.0)
-            t0 = time.perf_counter()
-            pred = ex.predict(obs, at=future + 1, max_steps=HORIZON)
-            t_pfn.append(time.perf_counter() - t0)
-            ll_pfn.append(float(np.mean(pred.logpdf(c[future]))))
-            t0 = time.perf_counter()
-            samples = run_mcmc(
-                model, x_all[:n_obs], obs, args.walkers, args.mcmc_steps, args.burn_in, seed=i
-            )
-            theta = torch.as_tensor(samples, dtype=torch.float64)
-            mu, s, _ = model.mean(theta, torch.as_tensor(x_all[future]))
-            t_mc.append(time.perf_counter() - t0)
-            yf = torch.as_tensor(c[future])
-            logp = -0.5 * ((yf - mu) / s[:, None]).square() - s[:, None].log()
-            logp = logp - 0.5 * math.log(2 * math.pi)
-            ll_mc.append(float((logp.logsumexp(0) - math.log(len(samples))).mean()))
-            print(
-                f"  cut {n_obs}: curve {i + 1}/{len(curves)}  pfn {ll_pfn[-1]:.3f}  "
-                f"mcmc {ll_mc[-1]:.3f}",
-                file=sys.stderr,
-                flush=True,
-            )
-        tp, tm = statistics.median(t_pfn), statistics.median(t_mc)
-        diff = np.asarray(ll_pfn) - np.asarray(ll_mc)
-        se = float(diff.std(ddof=1) / math.sqrt(len(diff)))
+        # both methods see the observed points clipped to [0, 1] (as a real accuracy
+        # would be; noise can push a few past the ends) and are scored on raw points
+        obs = np.clip(curves[:, :n_obs], 0.0, 1.0)
+        key = str(n_obs)
+        if key not in cache:
+            ll_mc, t_mc = [], []
+            for i, c in enumerate(curves):
+                t0 = time.perf_counter()
+                samples = run_mcmc(
+                    model,
+                    x_all[:n_obs],
+                    obs[i],
+                    args.walkers,
+                    args.mcmc_steps,
+                    args.burn_in,
+                    seed=i,
+                )
+                theta = torch.as_tensor(samples, dtype=torch.float64)
+                mu, s, _ = model.mean(theta, torch.as_tensor(x_all[future]))
+                t_mc.append(time.perf_counter() - t0)
+                yf = torch.as_tensor(c[future])
+                logp = -0.5 * ((yf - mu) / s[:, None]).square() - s[:, None].log()
+                logp = logp - 0.5 * math.log(2 * math.pi)
+                ll_mc.append(float((logp.logsumexp(0) - math.log(len(samples))).mean()))
+                print(f"  cut {n_obs}: MCMC {i + 1}/{len(curves)}", file=sys.stderr, flush=True)
+            cache[key] = {"ll": ll_mc, "time": t_mc}
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            cache_path.write_text(json.dumps(cache))
+        ll_mc_a = np.asarray(cache[key]["ll"])
+        tm = statistics.median(cache[key]["time"])
         pct = f"{n_obs}/{HORIZON}"
-        lines += [
-            f"| {pct} | LC-PFN (bundled) | {np.mean(ll_pfn):.3f} | {tp * 1e3:.1f} ms | "
-            f"{tm / tp:,.0f}x |",
-            f"| {pct} | MCMC (emcee) | {np.mean(ll_mc):.3f} | {tm:.2f} s | 1x |",
-            f"| {pct} | difference (PFN - MCMC) | {diff.mean():+.3f} +- {se:.3f} | | |",
-        ]
+        for name, ex in pfns.items():
+            ll_pfn, t_pfn = [], []
+            for i, c in enumerate(curves):
+                t0 = time.perf_counter()
+                pred = ex.predict(obs[i], at=future + 1, max_steps=HORIZON)
+                t_pfn.append(time.perf_counter() - t0)
+                ll_pfn.append(float(np.mean(pred.logpdf(c[future]))))
+            tp = statistics.median(t_pfn)
+            diff = np.asarray(ll_pfn) - ll_mc_a
+            se = float(diff.std(ddof=1) / math.sqrt(len(diff)))
+            label = "bundled" if name == "default" else Path(name).name
+            lines += [
+                f"| {pct} | LC-PFN ({label}) | {np.mean(ll_pfn):.3f} | {tp * 1e3:.1f} ms | "
+                f"{tm / tp:,.0f}x |",
+                f"| {pct} | LC-PFN ({label}) - MCMC | {diff.mean():+.3f} +- {se:.3f} | | |",
+            ]
+        lines.append(f"| {pct} | MCMC (emcee) | {ll_mc_a.mean():.3f} | {tm:.2f} s | 1x |")
     return "\n".join(lines)
 
 
@@ -211,7 +228,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--part", choices=["all", "mcmc", "lcbench", "stopping"], default="all")
-    ap.add_argument("--checkpoint", default="default")
+    ap.add_argument(
+        "--checkpoint", nargs="+", default=["default"], help="LC-PFN(s) to compare (mcmc)"
+    )
+    ap.add_argument(
+        "--mcmc-cache", default="runs/curves_mcmc_cache.json", help="reuse MCMC results"
+    )
     ap.add_argument("--curves", type=int, default=40, help="held-out curves for --part mcmc")
     # Domhan et al.'s sampler settings: 100 walkers, 500 burn-in + 2,000 steps
     ap.add_argument("--walkers", type=int, default=100)
@@ -233,12 +255,12 @@ def main() -> None:
         from _curves_lcbench import early_stopping_table, extrapolation_table
 
         if args.part in ("all", "lcbench"):
-            print(extrapolation_table(_lcbench.DEV_TASKS, args.configs, 0, args.checkpoint))
+            print(extrapolation_table(_lcbench.DEV_TASKS, args.configs, 0, args.checkpoint[0]))
             print()
         if args.part in ("all", "stopping"):
             print(
                 early_stopping_table(
-                    _lcbench.DEV_TASKS, args.configs, 1, checkpoint=args.checkpoint
+                    _lcbench.DEV_TASKS, args.configs, 1, checkpoint=args.checkpoint[0]
                 )
             )
 
