@@ -584,3 +584,15 @@ def test_cli_bench_unknown_method(tmp_path, surrogate_path):
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "Unknown method(s) 'bohb'" in r.output
     assert "ft, tpe-hb, tpe-sh, random, random-lcpfn" in r.output
+
+
+def test_bundled_surrogate_runs_the_loop(space):
+    from pfnkit.hpo.surrogate import DEFAULT_CHECKPOINT
+    from pfnkit.train.checkpoint import bundled_checkpoint_path
+
+    assert bundled_checkpoint_path(DEFAULT_CHECKPOINT, "freeze-thaw surrogate").is_file()
+    ft = FreezeThaw(space, max_steps=MAX_STEPS, seed=0)  # surrogate="default"
+    assert ft.surrogate.max_hyperparameters >= 4
+    ft.optimize(objective, budget=30)
+    assert ft.steps_used() == 30
+    check_curves(ft.study)
