@@ -191,16 +191,20 @@ class FreezeThaw:
         """Steps trained so far over all configurations (the budget spent)."""
         return sum(int(t.user_attrs.get(STEPS_ATTR, 0)) for t in self._trials())
 
-    def _reclaim_abandoned(self, trials: list[Any]) -> None:
+    def _reclaim_abandoned(self, trials: list[Any]) -> bool:
+        """Pause RUNNING trials whose lease expired; True if any was paused."""
         from optuna.trial import TrialState
 
         now = time.time()
+        paused = False
         for t in trials:
             if t.state != TrialState.RUNNING or STEPS_ATTR not in t.user_attrs:
                 continue
             lease = t.user_attrs.get(LEASE_ATTR) or {}
             if now - float(lease.get("time", 0.0)) > self.lease_seconds:
                 self._storage.set_trial_state_values(t._trial_id, TrialState.WAITING)
+                paused = True
+        return paused
 
     def _normalise(self, values: np.ndarray, high: float) -> np.ndarray:
         lo = self.value_range[0]
@@ -223,8 +227,8 @@ class FreezeThaw:
 
         for _attempt in range(20):
             trials = self._trials()
-            self._reclaim_abandoned(trials)
-            trials = self._trials()
+            if self._reclaim_abandoned(trials):
+                trials = self._trials()
             ours = [t for t in trials if STEPS_ATTR in t.user_attrs]
             observed = [
                 (t, self._curve_values(t))

@@ -116,12 +116,12 @@ class FreezeThawSurrogate:
         q = np.concatenate(
             [(query_step / max_steps)[:, None], query_tag[:, None], query_h], axis=1
         ).astype(np.float32)
-        if curves and any(len(c.values) for c in curves):
-            x_ctx, y_ctx = self._context([c for c in curves if len(c.values)], max_steps)
-        else:
-            # nothing observed yet: one neutral context point (mid step, mid value, far away)
-            x_ctx = np.zeros((1, N_FIXED + d), dtype=np.float32)
-            y_ctx = np.full(1, 0.5, dtype=np.float32)
+        observed = [c for c in curves if len(c.values)]
+        if not observed:
+            raise InvalidConfigError(
+                "The surrogate needs at least one observed curve point to condition on."
+            )
+        x_ctx, y_ctx = self._context(observed, max_steps)
         x = np.zeros((1, len(x_ctx) + len(q), self.model.config.n_features), dtype=np.float32)
         x[0, : len(x_ctx), : N_FIXED + d] = x_ctx
         x[0, len(x_ctx) :, : N_FIXED + d] = q

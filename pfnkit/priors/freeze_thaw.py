@@ -26,7 +26,14 @@ import torch
 
 from pfnkit.exceptions import InvalidConfigError
 from pfnkit.priors._base import Batch, BatchShape, LogUniform, Param, Task, draw
-from pfnkit.priors.learning_curves import FAMILIES, GAIN, START, ParamSpec, curve_mean
+from pfnkit.priors.learning_curves import (
+    FAMILIES,
+    GAIN,
+    START,
+    ParamSpec,
+    check_families,
+    curve_mean,
+)
 
 N_FIXED_FEATURES = 2  # step / T and the curve tag
 
@@ -67,14 +74,7 @@ class FreezeThawPrior:
     task: Task = "regression"
 
     def __post_init__(self) -> None:
-        fams = tuple(self.families)
-        object.__setattr__(self, "families", fams)
-        unknown = [f for f in fams if f not in FAMILIES]
-        if not fams or unknown or len(set(fams)) != len(fams):
-            raise InvalidConfigError(
-                "FreezeThawPrior.families must name distinct families from "
-                f"{', '.join(FAMILIES)}. Got {fams!r}."
-            )
+        object.__setattr__(self, "families", check_families("FreezeThawPrior", self.families))
         checks = [
             ("max_components", self.max_components >= 1),
             ("min_configs", self.min_configs >= 1),

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -122,6 +122,20 @@ FAMILIES: dict[str, CurveFamily] = {
     "log_log_linear": CurveFamily((SPEED,), _log_log_linear),
 }
 
+
+def check_families(owner: str, families: Any) -> tuple[str, ...]:
+    """``families`` as a tuple of distinct known family names, or a clear error."""
+    fams = tuple(families)
+    if not fams or len(set(fams)) != len(fams) or any(f not in FAMILIES for f in fams):
+        unknown = [f for f in fams if f not in FAMILIES]
+        raise InvalidConfigError(
+            f"{owner}.families must name distinct families from {', '.join(FAMILIES)}."
+            + "".join(f" Got an unknown family {u!r}." for u in unknown[:1])
+            + f" Got {fams!r}."
+        )
+    return fams
+
+
 # shared curve parameters: start value, and the asymptote as a fraction of the way to 1
 START = ParamSpec("y0", 0.0, 0.7)
 GAIN = ParamSpec("gain", 0.05, 1.0)
@@ -183,21 +197,8 @@ class LearningCurvePrior:
     task: Task = "regression"
 
     def __post_init__(self) -> None:
-        fams = self.families
-        if isinstance(fams, list):  # recipes give lists; keep the dataclass hashable
-            object.__setattr__(self, "families", tuple(fams))
-            fams = self.families
-        if not fams or len(set(fams)) != len(fams):
-            raise InvalidConfigError(
-                "LearningCurvePrior.families must name distinct families from "
-                f"{', '.join(FAMILIES)}. Got {fams!r}."
-            )
-        for fam in fams:
-            if fam not in FAMILIES:
-                raise InvalidConfigError(
-                    f"LearningCurvePrior.families: unknown family {fam!r}. "
-                    f"Known: {', '.join(FAMILIES)}."
-                )
+        fams = check_families("LearningCurvePrior", self.families)
+        object.__setattr__(self, "families", fams)  # recipes give lists; keep it hashable
         if not 1 <= self.min_components <= min(self.max_components, len(fams)):
             raise InvalidConfigError(
                 "LearningCurvePrior needs 1 <= min_components <= max_components and "
