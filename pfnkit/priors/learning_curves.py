@@ -9,7 +9,7 @@ hundred steps.
 
 The curve families are those of Domhan et al. (2015) used by LC-PFN, written as *progress*
 functions g(t) that rise from g(0) = 0 towards 1 with a random speed s (t = s * x). After this
-normalisation some of Domhan's families coincide: Janoschek and Weibull both become
+normalisation some of Domhan's families coincide: Janoschek, Weibull and exp4 all become
 1 - exp(-t^d) ("janoschek"), MMF and log power both become t^d / (1 + t^d) ("mmf"), and pow4
 differs from pow3 by a shape exponent. A curve is
 
