@@ -140,6 +140,24 @@ def test_optimize_spends_the_budget_and_records_curves(space, surrogate):
     assert value == pytest.approx(curve_value(params, steps))
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_steps": 0}, "'max_steps' parameter must be an int >= 1. Got 0"),
+        ({"step_size": 0}, "'step_size' parameter must be an int >= 1"),
+        ({"n_fresh": 0}, "'n_fresh' parameter must be an int >= 1. Got 0"),
+        ({"max_failures": 2.5}, "'max_failures' parameter must be an int >= 1"),
+        ({"lease_seconds": 0}, "'lease_seconds' parameter must be > 0"),
+        ({"direction": "up"}, "'maximize' or 'minimize'. Got 'up'"),
+        ({"value_range": (1.0, 0.0)}, "high > low"),
+    ],
+)
+def test_bad_loop_settings_name_the_parameter(space, surrogate, kwargs, match):
+    settings = {"max_steps": MAX_STEPS, "surrogate": surrogate, **kwargs}
+    with pytest.raises(InvalidConfigError, match=match):
+        FreezeThaw(space, **settings)
+
+
 def test_ask_tell_by_hand_advances_one_step(space, surrogate):
     ft = FreezeThaw(space, max_steps=MAX_STEPS, surrogate=surrogate, seed=1)
     job = ft.ask()
@@ -491,11 +509,13 @@ def test_bench_run_method_trajectory(space, surrogate_path, method, direction):
     from pfnkit.hpo.bench import run_method
 
     finals: list[float] = []
+    spent: list[float] = []
 
     def recorded(job):  # minimize a loss falling with the steps: 1 - accuracy
         values = [v if direction == "maximize" else 1 - v for v in objective(job)]
         if job.to_step == 4:
             finals.append(values[-1])
+        spent.extend(values)
         return values
 
     run = run_method(
@@ -519,6 +539,10 @@ def test_bench_run_method_trajectory(space, surrogate_path, method, direction):
     assert all(sign * (b - a) >= 0 for a, b in zip(seen, seen[1:]))
     assert run.incumbent[-1] in finals and run.incumbent[-1] == best(finals)
     assert len(run.ask_times) == (24 if method == "ft" else 0)
+    # the anytime incumbent: the best value of any step so far, finished or not
+    assert len(run.anytime) == 24
+    assert run.anytime == [best(spent[: i + 1]) for i in range(24)]
+    assert all(sign * (a - f) >= 0 for a, f in zip(run.anytime, run.incumbent) if f is not None)
 
 
 def test_bench_baseline_survives_a_failing_objective(space):

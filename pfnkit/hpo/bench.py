@@ -39,13 +39,16 @@ MAX_FAILURES = 10  # consecutive failed configurations before a baseline gives u
 @dataclass
 class BenchRun:
     """One run: the incumbent after each step spent (None before any configuration
-    finished), the wall time of each ``ask`` (freeze-thaw only) and of the whole run."""
+    finished), the best value seen at any step so far (ifBO's "anytime" incumbent, which
+    also counts unfinished configurations), the wall time of each ``ask`` (freeze-thaw
+    only) and of the whole run."""
 
     method: str
     seed: int
     incumbent: list[float | None]
     ask_times: list[float] = field(default_factory=list)
     run_time: float = 0.0
+    anytime: list[float] = field(default_factory=list)
 
     def at(self, fraction: float) -> float | None:
         """The incumbent once ``fraction`` of the budget is spent."""
@@ -115,13 +118,18 @@ class _Tracker:
         self.budget, self.max_steps = budget, max_steps
         self.sign = 1.0 if direction == "maximize" else -1.0
         self.best: float | None = None
+        self.seen: float | None = None
         self.incumbent: list[float | None] = []
+        self.anytime: list[float] = []
 
     def spend(self, step: int, value: float) -> bool:
         """Count one step of a configuration; True once the budget is spent."""
         if step == self.max_steps and (self.best is None or self.sign * (value - self.best) > 0):
             self.best = value
+        if self.seen is None or self.sign * (value - self.seen) > 0:
+            self.seen = value
         self.incumbent.append(self.best)
+        self.anytime.append(self.seen)
         return len(self.incumbent) >= self.budget
 
 
@@ -169,7 +177,9 @@ def run_method(
     run_time = time.perf_counter() - t0
     inc = tracker.incumbent[:budget]
     inc += [inc[-1] if inc else None] * (budget - len(inc))  # a loop that gave up early
-    return BenchRun(method, seed, inc, ask_times, run_time)
+    seen = tracker.anytime[:budget]
+    seen += seen[-1:] * (budget - len(seen))
+    return BenchRun(method, seed, inc, ask_times, run_time, seen)
 
 
 def _run_freeze_thaw(

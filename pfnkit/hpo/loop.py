@@ -126,6 +126,15 @@ class FreezeThaw:
             raise InvalidConfigError(
                 f"The 'step_size' parameter must be an int >= 1. Got {step_size!r}."
             )
+        for name, value in (("n_fresh", n_fresh), ("max_failures", max_failures)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidConfigError(
+                    f"The '{name}' parameter must be an int >= 1. Got {value!r}."
+                )
+        if not lease_seconds > 0:
+            raise InvalidConfigError(
+                f"The 'lease_seconds' parameter must be > 0 seconds. Got {lease_seconds!r}."
+            )
         lo, hi = value_range
         if hi is not None and not hi > lo:
             raise InvalidConfigError(f"value_range must have high > low. Got {value_range!r}.")
