@@ -147,7 +147,7 @@ def test_optimize_spends_the_budget_and_records_curves(space, surrogate):
         ({"step_size": 0}, "'step_size' parameter must be an int >= 1"),
         ({"n_fresh": 0}, "'n_fresh' parameter must be an int >= 1. Got 0"),
         ({"max_failures": 2.5}, "'max_failures' parameter must be an int >= 1"),
-        ({"lease_seconds": 0}, "'lease_seconds' parameter must be > 0"),
+        ({"lease_seconds": -1.0}, "'lease_seconds' parameter must be >= 0 seconds. Got -1.0"),
         ({"direction": "up"}, "'maximize' or 'minimize'. Got 'up'"),
         ({"value_range": (1.0, 0.0)}, "high > low"),
     ],
