@@ -106,7 +106,13 @@ def regret_curve(incumbent: list[float | None], y_star: float, y_ref: float) -> 
 
 
 def one_run(
-    task: Task, method: str, seed: int, budget: int, surrogate: str, ref: tuple[float, float]
+    task: Task,
+    method: str,
+    seed: int,
+    budget: int,
+    surrogate: str,
+    ref: tuple[float, float],
+    n_fresh: int | None = None,
 ) -> dict[str, Any]:
     task.reset()
 
@@ -123,6 +129,7 @@ def one_run(
         seed=seed,
         surrogate=surrogate,
         study_name=f"lcbench-{task.name}-{method}-{seed}",
+        n_fresh=n_fresh,
     )
     reg = regret_curve(run.incumbent, *ref)
     reg_any = regret_curve(list(run.anytime), *ref)
@@ -132,6 +139,7 @@ def one_run(
         "seed": seed,
         "budget": budget,
         "surrogate": surrogate if method == "ft" else None,
+        "n_fresh": n_fresh if method == "ft" else None,
         "regret": {f"{f:g}": float(reg[fraction_index(budget, f)]) for f in FRACTIONS},
         "regret_any": {f"{f:g}": float(reg_any[fraction_index(budget, f)]) for f in FRACTIONS},
         "run_time": run.run_time,
@@ -207,6 +215,9 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=1000, help="epochs per run")
     ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     ap.add_argument("--surrogate", default="default", help="FT-PFN checkpoint path")
+    ap.add_argument(
+        "--n-fresh", type=int, default=None, help="fresh candidates per ask (FreezeThaw's default)"
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/hpo_bench"))
     ap.add_argument("--plot", type=Path, default=None, help="default OUT/regret.png")
     ap.add_argument("--threads", type=int, default=1)
@@ -225,7 +236,11 @@ def main() -> None:
     if args.resume and jsonl.is_file():
         for line in jsonl.read_text().splitlines():
             r = json.loads(line)
-            if r["budget"] == args.budget and r["surrogate"] in (None, args.surrogate):
+            same_ft = r["surrogate"] in (None, args.surrogate) and r.get("n_fresh") in (
+                None,
+                args.n_fresh,
+            )
+            if r["budget"] == args.budget and same_ft:
                 done[(r["task"], r["method"], r["seed"])] = r
     elif jsonl.exists():
         jsonl.unlink()
@@ -243,7 +258,9 @@ def main() -> None:
             for m in args.methods:
                 r = done.get((task_name, m, seed))
                 if r is None:
-                    r = one_run(task, m, seed, args.budget, args.surrogate, refs[task_name])
+                    r = one_run(
+                        task, m, seed, args.budget, args.surrogate, refs[task_name], args.n_fresh
+                    )
                     with jsonl.open("a") as f:
                         f.write(json.dumps(r) + "\n")
                     asks = r["ask_times"]
@@ -258,7 +275,9 @@ def main() -> None:
         f"LCBench (YAHPO surrogate) val accuracy: {len(args.tasks)} task(s), {args.seeds} "
         f"seed(s), budget {args.budget} epochs (at most {N_EPOCHS} per configuration); "
         f"normalised regret (mean over tasks x seeds, standard error) against the best and "
-        f"median of {N_REF} random configurations; FT-PFN: {args.surrogate}; "
+        f"median of {N_REF} random configurations; FT-PFN: {args.surrogate}"
+        + ("" if args.n_fresh is None else f", {args.n_fresh} fresh candidates per ask")
+        + "; "
         f"{args.threads} thread(s)"
     )
     print(table(runs, args.methods, caption))

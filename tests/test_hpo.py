@@ -620,3 +620,16 @@ def test_bundled_surrogate_runs_the_loop(space):
     ft.optimize(objective, budget=30)
     assert ft.steps_used() == 30
     check_curves(ft.study)
+
+
+def test_bench_passes_n_fresh_to_freeze_thaw(space, surrogate_path):
+    from pfnkit.hpo.bench import run_method
+
+    with pytest.raises(InvalidConfigError, match="'n_fresh' parameter must be an int >= 1"):
+        run_method(
+            "ft", objective, space, budget=4, max_steps=4, surrogate=surrogate_path, n_fresh=0
+        )
+    run = run_method(
+        "ft", objective, space, budget=8, max_steps=4, surrogate=surrogate_path, n_fresh=1
+    )
+    assert len(run.incumbent) == 8 and len(run.ask_times) == 8

@@ -156,12 +156,14 @@ def run_method(
     value_range: tuple[float, float | None] = (0.0, 1.0),
     surrogate: str | Path = "default",
     study_name: str | None = None,
+    n_fresh: int | None = None,
 ) -> BenchRun:
     """Run ``method`` on ``objective`` over ``space`` (optuna distributions) for ``budget``
     steps in all; configurations are at most ``max_steps`` long.
 
     ``surrogate`` is the FT-PFN of "ft"; ``value_range`` maps values for the surrogates;
-    ``study_name`` names the in-memory study (Hyperband's brackets depend on it).
+    ``study_name`` names the in-memory study (Hyperband's brackets depend on it);
+    ``n_fresh`` overrides FreezeThaw's fresh candidates per ask.
     """
     check_settings([method], budget=budget, max_steps=max_steps, direction=direction)
     tracker = _Tracker(budget, max_steps, direction)
@@ -170,7 +172,16 @@ def run_method(
     t0 = time.perf_counter()
     if method == "ft":
         _run_freeze_thaw(
-            objective, space, tracker, ask_times, seed, direction, value_range, surrogate, name
+            objective,
+            space,
+            tracker,
+            ask_times,
+            seed,
+            direction,
+            value_range,
+            surrogate,
+            name,
+            n_fresh,
         )
     else:
         _run_optuna(method, objective, space, tracker, seed, direction, value_range, name)
@@ -192,10 +203,12 @@ def _run_freeze_thaw(
     value_range: tuple[float, float | None],
     surrogate: str | Path,
     name: str,
+    n_fresh: int | None,
 ) -> None:
     from pfnkit.hpo.loop import FreezeThaw
     from pfnkit.hpo.surrogate import FreezeThawSurrogate
 
+    options: dict[str, Any] = {} if n_fresh is None else {"n_fresh": n_fresh}
     ft = FreezeThaw(
         space,
         max_steps=tracker.max_steps,
@@ -204,6 +217,7 @@ def _run_freeze_thaw(
         direction=direction,
         value_range=value_range,
         seed=seed,
+        **options,
     )
     ask = ft.ask
 
