@@ -236,11 +236,12 @@ def main() -> None:
     if args.resume and jsonl.is_file():
         for line in jsonl.read_text().splitlines():
             r = json.loads(line)
-            same_ft = r["surrogate"] in (None, args.surrogate) and r.get("n_fresh") in (
-                None,
+            # a freeze-thaw run is reused only with the same surrogate and n_fresh
+            same = r["method"] != "ft" or (r["surrogate"], r.get("n_fresh")) == (
+                args.surrogate,
                 args.n_fresh,
             )
-            if r["budget"] == args.budget and same_ft:
+            if r["budget"] == args.budget and same:
                 done[(r["task"], r["method"], r["seed"])] = r
     elif jsonl.exists():
         jsonl.unlink()

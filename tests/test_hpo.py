@@ -1,8 +1,10 @@
 """Freeze-thaw HPO: search spaces, the ask/tell loop on optuna, faults, workers, pruner."""
 
+import json
 import math
 import multiprocessing as mp
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -424,6 +426,7 @@ def test_cli_run_bad_input(tmp_path, surrogate_path, args, match):
 SLOW_OBJECTIVE_PY = """
 import math
 import os
+from pathlib import Path
 import time
 
 
@@ -633,3 +636,41 @@ def test_bench_passes_n_fresh_to_freeze_thaw(space, surrogate_path):
         "ft", objective, space, budget=8, max_steps=4, surrogate=surrogate_path, n_fresh=1
     )
     assert len(run.incumbent) == 8 and len(run.ask_times) == 8
+
+
+def test_objective_resumes_from_its_own_checkpoint_dir(space, surrogate, tmp_path):
+    """Each configuration gets its own artifacts directory; a paused configuration comes
+    back at the step its saved state is at, also after the loop is restarted."""
+    url = f"sqlite:///{tmp_path / 'ckpt.db'}"
+    artifacts = tmp_path / "artifacts"
+    dirs: dict[int, Path] = {}
+
+    def training(job):
+        state = job.checkpoint_dir / "state.json"
+        trained = json.loads(state.read_text())["step"] if state.exists() else 0
+        assert trained == job.from_step  # resumes where its own checkpoint left off
+        assert dirs.setdefault(job.trial_number, job.checkpoint_dir) == job.checkpoint_dir
+        state.write_text(json.dumps({"step": job.to_step}))
+        return objective(job)
+
+    def loop():
+        return FreezeThaw(
+            space,
+            max_steps=MAX_STEPS,
+            surrogate=surrogate,
+            storage=url,
+            study_name="ckpt",
+            artifacts_dir=artifacts,
+            step_size=3,
+            seed=len(dirs),
+        )
+
+    loop().optimize(training, budget=20)
+    restarted = loop()  # a new worker on the same study and artifacts
+    restarted.optimize(training, budget=40)
+    assert restarted.steps_used() == 40
+    assert len(set(dirs.values())) == len(dirs) > 1
+    for t in restarted.study.get_trials():
+        saved = json.loads((artifacts / f"trial-{t.number}" / "state.json").read_text())
+        assert saved["step"] == t.user_attrs[STEPS_ATTR]
+    check_curves(restarted.study)

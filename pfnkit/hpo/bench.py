@@ -171,18 +171,21 @@ def run_method(
     name = study_name or f"pfnkit-bench-{method}-{seed}"
     t0 = time.perf_counter()
     if method == "ft":
-        _run_freeze_thaw(
-            objective,
+        from pfnkit.hpo.loop import FreezeThaw
+        from pfnkit.hpo.surrogate import FreezeThawSurrogate
+
+        options: dict[str, Any] = {} if n_fresh is None else {"n_fresh": n_fresh}
+        ft = FreezeThaw(
             space,
-            tracker,
-            ask_times,
-            seed,
-            direction,
-            value_range,
-            surrogate,
-            name,
-            n_fresh,
+            max_steps=max_steps,
+            surrogate=FreezeThawSurrogate(_ft_model(str(surrogate)), seed=seed),
+            study_name=name,
+            direction=direction,
+            value_range=value_range,
+            seed=seed,
+            **options,  # without n_fresh: FreezeThaw's default
         )
+        _run_freeze_thaw(ft, objective, tracker, ask_times)
     else:
         _run_optuna(method, objective, space, tracker, seed, direction, value_range, name)
     run_time = time.perf_counter() - t0
@@ -194,36 +197,14 @@ def run_method(
 
 
 def _run_freeze_thaw(
-    objective: Callable[[Job], Any],
-    space: dict[str, Any],
-    tracker: _Tracker,
-    ask_times: list[float],
-    seed: int,
-    direction: str,
-    value_range: tuple[float, float | None],
-    surrogate: str | Path,
-    name: str,
-    n_fresh: int | None,
+    ft: Any, objective: Callable[[Job], Any], tracker: _Tracker, ask_times: list[float]
 ) -> None:
-    from pfnkit.hpo.loop import FreezeThaw
-    from pfnkit.hpo.surrogate import FreezeThawSurrogate
-
-    options: dict[str, Any] = {} if n_fresh is None else {"n_fresh": n_fresh}
-    ft = FreezeThaw(
-        space,
-        max_steps=tracker.max_steps,
-        surrogate=FreezeThawSurrogate(_ft_model(str(surrogate)), seed=seed),
-        study_name=name,
-        direction=direction,
-        value_range=value_range,
-        seed=seed,
-        **options,
-    )
+    """Run the FreezeThaw loop ``ft`` for the tracker's budget, timing every ask."""
     ask = ft.ask
 
-    def timed_ask() -> Job | None:
+    def timed_ask(**kwargs: Any) -> Job | None:
         t0 = time.perf_counter()
-        job = ask()
+        job = ask(**kwargs)
         ask_times.append(time.perf_counter() - t0)
         return job
 

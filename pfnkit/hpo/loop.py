@@ -230,8 +230,10 @@ class FreezeThaw:
 
     # ------------------------------------------------------------------ ask / tell
 
-    def ask(self) -> Job | None:
-        """The next job: a configuration (new or paused) and the steps to train it for.
+    def ask(self, *, max_train: int | None = None) -> Job | None:
+        """The next job: a configuration (new or paused) and the steps to train it for:
+        ``step_size`` steps, fewer at ``max_steps`` or when ``max_train`` (the budget
+        left) is smaller.
 
         Returns None when every configuration is finished and no fresh one can be made.
         """
@@ -257,8 +259,8 @@ class FreezeThaw:
             tags = self.rng.random(len(fresh)).tolist()
             choice = self._choose(observed, paused, fresh, tags)
             if isinstance(choice, int):
-                return self._start(fresh[choice], tags[choice])
-            job = self._resume(choice)
+                return self._start(fresh[choice], tags[choice], max_train)
+            job = self._resume(choice, max_train)
             if job is not None:
                 return job
         raise PfnkitError("Could not claim a configuration after 20 attempts (heavy contention).")
@@ -309,15 +311,18 @@ class FreezeThaw:
             trial_id, LEASE_ATTR, {"worker": self.worker, "time": time.time()}
         )
 
-    def _job(self, trial_id: int, number: int, params: dict, from_step: int) -> Job:
+    def _job(
+        self, trial_id: int, number: int, params: dict, from_step: int, max_train: int | None
+    ) -> Job:
         ckpt = None
         if self.artifacts_dir is not None:
             ckpt = self.artifacts_dir / f"trial-{number}"
             ckpt.mkdir(parents=True, exist_ok=True)
-        to = min(from_step + self.step_size, self.max_steps)
+        step = self.step_size if max_train is None else max(min(self.step_size, max_train), 1)
+        to = min(from_step + step, self.max_steps)
         return Job(number, dict(params), from_step, to, ckpt, trial_id, self.worker)
 
-    def _start(self, params: dict[str, Any], tag: float) -> Job:
+    def _start(self, params: dict[str, Any], tag: float, max_train: int | None) -> Job:
         from optuna.trial import TrialState, create_trial
 
         template = create_trial(
@@ -332,9 +337,9 @@ class FreezeThaw:
         )
         trial_id = self._storage.create_new_trial(self.study._study_id, template_trial=template)
         number = self._storage.get_trial_number_from_id(trial_id)
-        return self._job(trial_id, number, params, 0)
+        return self._job(trial_id, number, params, 0, max_train)
 
-    def _resume(self, trial: Any) -> Job | None:
+    def _resume(self, trial: Any, max_train: int | None) -> Job | None:
         from optuna.trial import TrialState
 
         # the atomic claim: only one worker moves a paused trial to RUNNING
@@ -342,9 +347,8 @@ class FreezeThaw:
             return None
         self._lease(trial._trial_id)
         fresh = self._storage.get_trial(trial._trial_id)
-        return self._job(
-            trial._trial_id, trial.number, fresh.params, int(fresh.user_attrs[STEPS_ATTR])
-        )
+        steps = int(fresh.user_attrs[STEPS_ATTR])
+        return self._job(trial._trial_id, trial.number, fresh.params, steps, max_train)
 
     def tell(self, job: Job, values: float | Sequence[float]) -> None:
         """Record the values at steps from_step+1 .. to_step and pause (or finish) the job.
@@ -403,14 +407,16 @@ class FreezeThaw:
     ) -> None:
         """Run ask -> objective -> tell until the study has used ``budget`` steps in all.
 
-        The budget is shared: several workers on one study stop together. An objective
+        The budget is shared: several workers on one study stop together (each job is cut
+        to the budget left when it is asked, so concurrent workers may overrun it by at most
+        one job each). An objective
         that raises or returns NaN fails its configuration; the loop goes on.
         """
         if budget < 1:
             raise InvalidConfigError(f"The 'budget' must be >= 1 step. Got {budget}.")
         failures: list[str] = []
-        while self.steps_used() < budget:
-            job = self.ask()
+        while (left := budget - self.steps_used()) > 0:
+            job = self.ask(max_train=left)
             if job is None:
                 break
             try:
