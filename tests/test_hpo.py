@@ -333,7 +333,8 @@ def objective(job):
 """
 
 
-def test_cli_run_status_best(tmp_path, surrogate_path):
+@pytest.mark.parametrize("bundled", [False, True], ids=["small-surrogate", "bundled-surrogate"])
+def test_cli_run_status_best(tmp_path, surrogate_path, bundled):
     from typer.testing import CliRunner
 
     from pfnkit.cli import app as cli_app
@@ -355,8 +356,7 @@ def test_cli_run_status_best(tmp_path, surrogate_path):
             "30",
             "--max-steps",
             "3",
-            "--surrogate",
-            str(surrogate_path),
+            *([] if bundled else ["--surrogate", str(surrogate_path)]),
             "--quiet",
             "--seed",
             "0",
