@@ -244,6 +244,135 @@ def test_killed_worker_is_paused_and_resumed_elsewhere(space, surrogate, tmp_pat
     check_curves(alive.study)
 
 
+def _loop(space, surrogate, url, seed, **kwargs):
+    """One worker on the shared SQLite study "r"."""
+    return FreezeThaw(
+        space,
+        max_steps=MAX_STEPS,
+        surrogate=surrogate,
+        storage=url,
+        study_name="r",
+        seed=seed,
+        **kwargs,
+    )
+
+
+def _take_first_paused(loop, monkeypatch):
+    monkeypatch.setattr(loop, "_choose", lambda observed, paused, fresh, tags: paused[0])
+
+
+def test_a_claim_lost_to_a_worker_that_finished_the_trial_picks_again(
+    space, surrogate, tmp_path, monkeypatch
+):
+    # The race of two workers on one study, without timing luck: A snapshots the study
+    # and chooses the paused trial 0; before A claims it, B resumes it and finishes it.
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    a = _loop(space, surrogate, url, seed=7)
+    b = _loop(space, surrogate, url, seed=8, step_size=MAX_STEPS)
+    first = a.ask()
+    a.tell(first, objective(first))
+    choose, chosen_from = a._choose, []
+
+    def racing_choose(observed, paused, fresh, tags):
+        chosen_from.append([t.number for t in paused])
+        if len(chosen_from) > 1:
+            return choose(observed, paused, fresh, tags)
+        _take_first_paused(b, monkeypatch)
+        job = b.ask()
+        b.tell(job, objective(job))
+        return paused[0]
+
+    monkeypatch.setattr(a, "_choose", racing_choose)
+    job = a.ask()  # the claim is lost: A reads the study again and picks another configuration
+    assert chosen_from == [[0], []]
+    assert (job.trial_number, job.from_step, job.to_step) == (1, 0, 1)
+    a.tell(job, objective(job))
+    assert [t.state.name for t in a.study.trials] == ["COMPLETE", "WAITING"]
+    check_curves(a.study)
+
+
+@pytest.mark.parametrize("meanwhile", ["finished", "resumed elsewhere"])
+def test_a_stale_reclaim_leaves_the_trial_alone(space, surrogate, tmp_path, monkeypatch, meanwhile):
+    # The reaper sees the owner's trial RUNNING with an expired lease; before it pauses the
+    # trial, the owner finishes it, or pauses it and another worker resumes it.
+    url = f"sqlite:///{tmp_path / 'reap.db'}"
+    owner = _loop(
+        space, surrogate, url, seed=9, step_size=MAX_STEPS if meanwhile == "finished" else 1
+    )
+    reaper = _loop(space, surrogate, url, seed=10, lease_seconds=0.0)
+    job = owner.ask()
+    snapshot = reaper._trials()
+    owner.tell(job, objective(job))
+    if meanwhile == "resumed elsewhere":
+        other = _loop(space, surrogate, url, seed=11)
+        _take_first_paused(other, monkeypatch)
+        job = other.ask()
+    assert not reaper._reclaim_abandoned(snapshot)
+    if meanwhile == "resumed elsewhere":
+        assert (job.trial_number, job.from_step) == (0, 1)
+        other.tell(job, objective(job))  # still its own: not paused under it
+    assert [t.state.name for t in reaper.study.trials] == [
+        "COMPLETE" if meanwhile == "finished" else "WAITING"
+    ]
+    check_curves(reaper.study)
+
+
+def test_a_worker_whose_lease_expired_cannot_touch_the_trial_it_lost(
+    space, surrogate, tmp_path, monkeypatch
+):
+    url = f"sqlite:///{tmp_path / 'lost.db'}"
+    old = _loop(space, surrogate, url, seed=12)
+    new = _loop(space, surrogate, url, seed=13, lease_seconds=0.0)
+    job = old.ask()
+    lease, outcome = new._lease, []
+
+    def racing_lease(trial_id):
+        # the old worker reports between the new worker's claim and its lease
+        try:
+            old.tell(job, objective(job))
+            outcome.append("told")
+        except TrialLost:
+            outcome.append("lost")
+        lease(trial_id)
+
+    monkeypatch.setattr(new, "_lease", racing_lease)
+    resumed = new.ask()
+    assert outcome == ["lost"]
+    assert (resumed.trial_number, resumed.from_step) == (job.trial_number, 0)
+    # nor can it fail or pause the trial: it is the new worker's now
+    assert old.fail(job, "RuntimeError: out of memory") is False
+    old._pause(job)
+    trial = new.study.trials[0]
+    assert trial.state.name == "RUNNING" and "pfnkit_error" not in trial.user_attrs
+    new.tell(resumed, objective(resumed))
+    assert [(t.state.name, t.user_attrs[STEPS_ATTR]) for t in new.study.trials] == [("WAITING", 1)]
+    check_curves(new.study)
+
+
+def test_a_tell_that_loses_the_trial_midway_is_lost_not_a_crash(
+    space, surrogate, tmp_path, monkeypatch
+):
+    url = f"sqlite:///{tmp_path / 'midway.db'}"
+    old = _loop(space, surrogate, url, seed=14)
+    new = _loop(space, surrogate, url, seed=15, lease_seconds=0.0, step_size=MAX_STEPS)
+    job = old.ask()
+    write = old._storage.set_trial_intermediate_value
+
+    def racing_write(*args):
+        # the old worker passed its check; the new one takes the trial over and finishes it
+        resumed = new.ask()
+        new.tell(resumed, objective(resumed))
+        write(*args)
+
+    monkeypatch.setattr(old._storage, "set_trial_intermediate_value", racing_write)
+    with pytest.raises(TrialLost, match="taken over"):
+        old.tell(job, objective(job))
+    assert [(t.state.name, t.user_attrs[STEPS_ATTR]) for t in new.study.trials] == [
+        ("COMPLETE", MAX_STEPS)
+    ]
+    check_curves(new.study)
+
+
 def _worker(url, space_file, surrogate_path, seed, log):
     import torch
 

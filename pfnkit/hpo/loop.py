@@ -9,6 +9,14 @@ RDB storage cooperate: a paused configuration is claimed by the atomic WAITING -
 transition, so no configuration is trained twice for the same steps. A worker that dies
 leaves its trial RUNNING with a lease that expires; other workers then pause and resume it.
 
+Every change a worker makes rests on a read of the study that another worker may have made
+stale in between: a claim, a pause or a report then finds the trial moved on (resumed,
+paused or finished elsewhere). Such a change is not made and the worker goes on: a lost
+claim is no claim (``ask`` reads the study again and picks again), a stale pause is skipped,
+and a report, failure or pause for a trial that is no longer the job's (its worker, RUNNING,
+at ``from_step`` steps) raises ``TrialLost`` or does nothing, never touching the new
+owner's work and never failing with optuna's ``UpdateFinishedTrialError``.
+
 Acquisition (ifBO's MFPI-random): draw a horizon h uniformly in 1..max_steps and a
 threshold tau = f_best + 10^U(-4, -1) * (1 - f_best) above the incumbent (values mapped to
 [0, 1], higher is better); score every candidate, paused configurations and fresh random
@@ -18,6 +26,7 @@ the best one by ``step_size`` steps (ifBO: one).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -204,7 +213,16 @@ class FreezeThaw:
         return sum(int(t.user_attrs.get(STEPS_ATTR, 0)) for t in self._trials())
 
     def _reclaim_abandoned(self, trials: list[Any]) -> bool:
-        """Pause RUNNING trials whose lease expired; True if any was paused."""
+        """Pause RUNNING trials whose lease expired; True if any was paused.
+
+        ``trials`` is a snapshot that may be stale: a trial is paused only if it is still
+        RUNNING under the very lease seen there (not told, finished or resumed since). Its
+        lease is revoked before it is paused, so the worker that held it can no longer
+        report for it, even before another worker's claim writes a new lease. What is left
+        is the gap between the check and the revocation (two storage calls, on a trial whose
+        worker has been silent for ``lease_seconds``).
+        """
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         now = time.time()
@@ -213,10 +231,32 @@ class FreezeThaw:
             if t.state != TrialState.RUNNING or STEPS_ATTR not in t.user_attrs:
                 continue
             lease = t.user_attrs.get(LEASE_ATTR) or {}
-            if now - float(lease.get("time", 0.0)) > self.lease_seconds:
+            if now - float(lease.get("time", 0.0)) <= self.lease_seconds:
+                continue
+            current = self._storage.get_trial(t._trial_id)
+            if current.state != TrialState.RUNNING or current.user_attrs.get(LEASE_ATTR) != (
+                t.user_attrs.get(LEASE_ATTR)
+            ):
+                continue  # reported, finished or resumed since the snapshot
+            revoked = {"worker": None, "time": time.time(), "reclaimed_by": self.worker}
+            try:
+                self._storage.set_trial_user_attr(t._trial_id, LEASE_ATTR, revoked)
                 self._storage.set_trial_state_values(t._trial_id, TrialState.WAITING)
-                paused = True
+            except UpdateFinishedTrialError:
+                continue  # its worker finished it after all
+            paused = True
         return paused
+
+    def _holds(self, trial: Any, job: Job) -> bool:
+        """Whether ``trial`` (freshly read) is still ``job``'s to report for."""
+        from optuna.trial import TrialState
+
+        lease = trial.user_attrs.get(LEASE_ATTR) or {}
+        return (
+            trial.state == TrialState.RUNNING
+            and int(trial.user_attrs.get(STEPS_ATTR, -1)) == job.from_step
+            and lease.get("worker") == job.worker
+        )
 
     def _normalise(self, values: np.ndarray, high: float) -> np.ndarray:
         lo = self.value_range[0]
@@ -340,21 +380,39 @@ class FreezeThaw:
         return self._job(trial_id, number, params, 0, max_train)
 
     def _resume(self, trial: Any, max_train: int | None) -> Job | None:
+        """Claim the paused ``trial`` (from a snapshot that may be stale) and make its job;
+        None if another worker got there first."""
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
-        # the atomic claim: only one worker moves a paused trial to RUNNING
-        if not self._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+        # the atomic claim: only one worker moves a paused trial to RUNNING. It returns
+        # False when another worker claimed it first, and raises when another worker
+        # finished (or failed) it since the snapshot: both mean "not claimed".
+        try:
+            if not self._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                return None
+            self._lease(trial._trial_id)
+        except UpdateFinishedTrialError:
             return None
-        self._lease(trial._trial_id)
         fresh = self._storage.get_trial(trial._trial_id)
+        lease = fresh.user_attrs.get(LEASE_ATTR) or {}
         steps = int(fresh.user_attrs[STEPS_ATTR])
+        if (
+            fresh.state != TrialState.RUNNING
+            or lease.get("worker") != self.worker
+            or steps >= self.max_steps
+        ):
+            return None  # a late report of an older owner moved it on under the claim
         return self._job(trial._trial_id, trial.number, fresh.params, steps, max_train)
 
     def tell(self, job: Job, values: float | Sequence[float]) -> None:
         """Record the values at steps from_step+1 .. to_step and pause (or finish) the job.
 
-        NaN or infinite values mark the configuration failed.
+        NaN or infinite values mark the configuration failed. Raises ``TrialLost``, recording
+        nothing, when the configuration is no longer the job's (another worker took it over
+        after its lease expired).
         """
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         vals = [float(values)] if isinstance(values, int | float) else [float(v) for v in values]
@@ -365,36 +423,44 @@ class FreezeThaw:
                 f"The objective must return {expected} value(s) (steps {job.from_step + 1}.."
                 f"{job.to_step}). Got {len(vals)}."
             )
-        trial = self._storage.get_trial(job.trial_id)
-        lease = trial.user_attrs.get(LEASE_ATTR) or {}
-        if (
-            trial.state != TrialState.RUNNING
-            or int(trial.user_attrs.get(STEPS_ATTR, -1)) != job.from_step
-            or lease.get("worker") != job.worker
-        ):
-            raise TrialLost(
-                f"Trial {job.trial_number} was taken over by another worker; its result for "
-                f"steps {job.from_step + 1}..{job.to_step} is discarded."
-            )
+        lost = TrialLost(
+            f"Trial {job.trial_number} was taken over by another worker; its result for "
+            f"steps {job.from_step + 1}..{job.to_step} is discarded."
+        )
+        if not self._holds(self._storage.get_trial(job.trial_id), job):
+            raise lost
         if not all(math.isfinite(v) for v in vals):
-            self.fail(job, f"objective returned a non-finite value: {vals}")
+            if not self.fail(job, f"objective returned a non-finite value: {vals}"):
+                raise lost
             return
-        for k, v in enumerate(vals):
-            self._storage.set_trial_intermediate_value(job.trial_id, job.from_step + 1 + k, v)
-        self._storage.set_trial_user_attr(job.trial_id, STEPS_ATTR, job.to_step)
-        if job.to_step >= self.max_steps:
-            self._storage.set_trial_state_values(job.trial_id, TrialState.COMPLETE, [vals[-1]])
-        else:
-            self._storage.set_trial_state_values(job.trial_id, TrialState.WAITING)
+        try:
+            for k, v in enumerate(vals):
+                self._storage.set_trial_intermediate_value(job.trial_id, job.from_step + 1 + k, v)
+            self._storage.set_trial_user_attr(job.trial_id, STEPS_ATTR, job.to_step)
+            if job.to_step >= self.max_steps:
+                self._storage.set_trial_state_values(job.trial_id, TrialState.COMPLETE, [vals[-1]])
+            else:
+                self._storage.set_trial_state_values(job.trial_id, TrialState.WAITING)
+        except UpdateFinishedTrialError as e:  # the new owner finished it meanwhile
+            raise lost from e
 
-    def fail(self, job: Job, reason: str) -> None:
-        """Mark the job's configuration failed (the loop goes on with others)."""
+    def fail(self, job: Job, reason: str) -> bool:
+        """Mark the job's configuration failed (the loop goes on with others).
+
+        Returns False, changing nothing, when the configuration is no longer the job's:
+        another worker took it over, or it is finished already.
+        """
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
-        self._storage.set_trial_user_attr(job.trial_id, ERROR_ATTR, reason[:500])
-        trial = self._storage.get_trial(job.trial_id)
-        if not trial.state.is_finished():
+        if not self._holds(self._storage.get_trial(job.trial_id), job):
+            return False
+        try:
+            self._storage.set_trial_user_attr(job.trial_id, ERROR_ATTR, reason[:500])
             self._storage.set_trial_state_values(job.trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            return False
+        return True
 
     # ------------------------------------------------------------------ the loop
 
@@ -419,22 +485,23 @@ class FreezeThaw:
             job = self.ask(max_train=left)
             if job is None:
                 break
+            error = None
             try:
                 values = objective(job)
                 self.tell(job, values)
-                failed = self._storage.get_trial(job.trial_id).state.name == "FAIL"
+                trial = self._storage.get_trial(job.trial_id)
+                if trial.state.name == "FAIL":
+                    error = trial.user_attrs.get(ERROR_ATTR, "?")
             except KeyboardInterrupt:
                 self._pause(job)
                 raise
             except TrialLost:
                 continue
             except Exception as e:  # the user's code failed: record it and go on
-                self.fail(job, f"{type(e).__name__}: {e}")
-                failed = True
-            if failed:
-                failures.append(
-                    self._storage.get_trial(job.trial_id).user_attrs.get(ERROR_ATTR, "?")
-                )
+                error = f"{type(e).__name__}: {e}"
+                self.fail(job, error)  # unless another worker has the trial by now
+            if error is not None:
+                failures.append(error)
                 if len(failures) >= self.max_failures:
                     raise PfnkitError(
                         f"The objective failed {len(failures)} times in a row; the last error: "
@@ -447,10 +514,13 @@ class FreezeThaw:
                 callback(self, job)
 
     def _pause(self, job: Job) -> None:
+        """Pause the job's configuration (on an interrupt) if it is still the job's."""
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
-        trial = self._storage.get_trial(job.trial_id)
-        if trial.state == TrialState.RUNNING:
+        if not self._holds(self._storage.get_trial(job.trial_id), job):
+            return
+        with contextlib.suppress(UpdateFinishedTrialError):  # finished meanwhile
             self._storage.set_trial_state_values(job.trial_id, TrialState.WAITING)
 
     def best(self) -> tuple[dict[str, Any], float, int] | None:
