@@ -244,3 +244,150 @@ def test_bad_ffn_option_is_one_clear_line(tmp_path):
         )
     )
     assert "key=value" in msg
+
+
+# ------------------------------------------------------------------ evaluate on a CSV file
+
+FAST = ["--folds", 2, "--n-estimators", 2]
+
+
+def error_after_notes(result):
+    """The one error line, after any 'Note:' / 'Task:' lines evaluate printed first."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert lines[-1].startswith("Error:"), result.output
+    assert all(ln.startswith(("Note:", "Task:")) for ln in lines[:-1]), result.output
+    return lines[-1]
+
+
+def write_csv(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def clf_csv(tmp_path):
+    """20 rows: a numeric column with a NaN, a string column with an empty cell, text target;
+    rows 3 and 7 have no target."""
+    lines = ["size,colour,label"]
+    for i in range(20):
+        size = "" if i == 5 else f"{(i % 10) / 3:.2f}"
+        colour = "" if i == 2 else ("red" if i % 3 else "blue")
+        label = "" if i in (3, 7) else ("big" if i % 10 >= 5 else "small")
+        lines.append(f"{size},{colour},{label}")
+    return write_csv(tmp_path / "clf.csv", "\n".join(lines) + "\n")
+
+
+def test_evaluate_csv_classification_with_text_and_nan(clf_csv):
+    r = invoke("evaluate", clf_csv, "--target", "label", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "Task: classification (target 'label' holds text)" in r.output
+    assert "clf.csv (target 'label', 18 rows, 2 features), 2-fold CV: ROC AUC" in r.output
+    assert "accuracy" in r.output and "log loss" in r.output and "per fold" in r.output
+
+
+def test_evaluate_csv_drops_rows_without_target_with_a_note(clf_csv):
+    r = invoke("evaluate", clf_csv, "--target", "label", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "Note: dropped 2 of 20 rows whose target 'label' is missing" in r.output
+    r = invoke("evaluate", clf_csv, "--target", "size", "--task", "regression", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "dropped 1 of 20 rows" in r.output and "19 rows, 2 features" in r.output
+
+
+def test_evaluate_csv_regression_and_auto_task(tmp_path):
+    rows = [f"{i / 7:.3f},{i % 4},{(i / 7) ** 2 + 0.1 * (i % 4):.4f},{i % 3}" for i in range(24)]
+    csv = write_csv(tmp_path / "reg.csv", "x,k,price,grade\n" + "\n".join(rows) + "\n")
+    r = invoke("evaluate", csv, "--target", "price", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "Task: regression (target 'price' holds 24 distinct numbers" in r.output
+    assert "2-fold CV: RMSE" in r.output and "NLL" in r.output
+    # a numeric target with few distinct integers is a class label
+    r = invoke("evaluate", csv, "--target", "grade", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "Task: classification (target 'grade' holds 3 distinct integers" in r.output
+    assert "ROC AUC" in r.output
+
+
+def test_evaluate_csv_unknown_target_lists_columns(clf_csv):
+    msg = one_error_line(invoke("evaluate", clf_csv, "--target", "lable"))
+    assert "--target 'lable' is not a column of clf.csv" in msg
+    assert "'size', 'colour', 'label'" in msg and "Did you mean 'label'?" in msg
+
+
+def test_evaluate_csv_and_dataset_together_is_refused(clf_csv):
+    msg = one_error_line(invoke("evaluate", clf_csv, "--target", "label", "--dataset", "iris"))
+    assert "not both" in msg
+
+
+def test_evaluate_non_utf8_csv(tmp_path):
+    csv = tmp_path / "latin.csv"
+    csv.write_bytes("name,value\ncaf\xe9,1\nbar,2\n".encode("latin-1"))
+    msg = one_error_line(invoke("evaluate", csv, "--target", "value"))
+    assert "is not UTF-8 text (byte 0xe9)" in msg and "Save it as UTF-8" in msg
+
+
+@pytest.mark.parametrize(
+    "text, args, expected",
+    [
+        ("", ["--target", "a"], "is empty"),
+        ("a;b\n1;2\n3;4\n", ["--target", "a"], "has one column ('a;b')"),
+        ("a,b\n1,x\n2,y\n3,x\n", ["--target", "b"], "--folds 5 needs at least 5 rows"),
+        ("a,b\n1,x\n2,y\n", [], "--target is required with a CSV file"),
+        ("a,b\n1,x\n2,y\n", ["--target", "b", "--task", "regression", "--folds", 2], "such as 'x'"),
+        ("a,b\n1,x\n2,y\n", ["--target", "b", "--task", "clf"], "Unknown task 'clf'"),
+        ("a,b\n1,x\n2,x\n", ["--target", "b", "--folds", 2], "at least 2 classes"),
+    ],
+)
+def test_evaluate_csv_errors_are_one_line(tmp_path, text, args, expected):
+    csv = write_csv(tmp_path / "data.csv", text)
+    assert expected in error_after_notes(invoke("evaluate", csv, *args))
+
+
+def test_evaluate_target_without_csv_is_refused():
+    assert "names a column of a CSV file" in one_error_line(invoke("evaluate", "--target", "y"))
+
+
+def test_evaluate_passes_context_only_when_given(clf_csv, monkeypatch):
+    from sklearn.utils._param_validation import StrOptions
+
+    seen = []
+
+    class WithContext(pfnkit.PFNClassifier):
+        _parameter_constraints = {
+            **pfnkit.PFNClassifier._parameter_constraints,
+            "context": [StrOptions({"auto", "knn"})],
+        }
+
+        def __init__(self, context="auto", **kwargs):
+            super().__init__(**kwargs)
+            self.context = context
+
+        def fit(self, X, y):
+            seen.append(self.context)
+            return super().fit(X, y)
+
+    monkeypatch.setattr(pfnkit, "PFNClassifier", WithContext)
+    r = invoke("evaluate", clf_csv, "--target", "label", "--context", "knn", *FAST)
+    assert r.exit_code == 0, r.output
+    r = invoke("evaluate", clf_csv, "--target", "label", *FAST)
+    assert r.exit_code == 0, r.output
+    assert seen == ["knn", "knn", "auto", "auto"]
+    # the estimator validates the value; the CLI shows its error as one line
+    msg = error_after_notes(invoke("evaluate", clf_csv, "--target", "label", "--context", "nn"))
+    assert "The 'context' parameter of WithContext must be a str among" in msg
+
+
+def test_evaluate_estimator_value_error_is_one_line(tmp_path):
+    # one fold's training rows hold a single class: the estimator refuses it with ValueError
+    csv = write_csv(tmp_path / "d.csv", "a,b\n1,x\n2,x\n3,x\n4,y\n")
+    msg = error_after_notes(invoke("evaluate", csv, "--target", "b", *FAST))
+    assert "PFNClassifier failed on fold" in msg and "at least 2 classes" in msg
+
+
+def test_evaluate_csv_without_pandas_says_how_to_install(clf_csv, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas -> ImportError
+    assert "pip install pandas" in one_error_line(invoke("evaluate", clf_csv, "--target", "y"))

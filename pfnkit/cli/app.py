@@ -258,13 +258,48 @@ def info(
 
 
 DATASETS = ("breast_cancer", "iris", "wine", "digits", "diabetes")
+TASKS = ("auto", "classification", "regression")
+# --task auto: a numeric target with at most this many distinct integer values is a class label
+AUTO_MAX_CLASSES = 20
 
 
 @app.command("evaluate")
 def evaluate(
+    csv: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Your own CSV file (comma-separated, UTF-8, a header line) to cross-validate "
+            "on, with --target. Empty cells are missing values; text columns are categorical.",
+            show_default=False,
+        ),
+    ] = None,
     dataset: Annotated[
-        str, typer.Option(help=f"A scikit-learn bundled data set: {', '.join(DATASETS)}.")
-    ] = "breast_cancer",
+        str | None,
+        typer.Option(
+            help=f"A scikit-learn bundled data set instead of a CSV: {', '.join(DATASETS)} "
+            "(default breast_cancer).",
+            show_default=False,
+        ),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(help="The CSV's column to predict (required with a CSV).", show_default=False),
+    ] = None,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="auto, classification or regression. auto: classification when the target "
+            f"holds text or at most {AUTO_MAX_CLASSES} distinct integers, else regression."
+        ),
+    ] = "auto",
+    context: Annotated[
+        str | None,
+        typer.Option(
+            help="Context strategy, passed to the estimator as context= (e.g. auto, subsample, "
+            "full, knn, tuned). Default: the estimator's own.",
+            show_default=False,
+        ),
+    ] = None,
     checkpoint: Annotated[
         str, typer.Option(help="'default' (bundled), a run directory or a checkpoint file.")
     ] = "default",
@@ -272,64 +307,295 @@ def evaluate(
     n_estimators: Annotated[int, typer.Option(help="Ensemble members.")] = 8,
     seed: Annotated[int, typer.Option(help="Random seed of the folds and the ensemble.")] = 0,
 ) -> None:
-    """Cross-validate PFNClassifier / PFNRegressor on a bundled data set, offline."""
+    """Cross-validate PFNClassifier / PFNRegressor on your CSV file or a bundled data set,
+    offline."""
     with user_errors():
-        import time
-        import warnings
-
-        import numpy as np
-        from sklearn import datasets as skd
-        from sklearn.model_selection import KFold, StratifiedKFold
-
-        from pfnkit import PFNClassifier, PFNRegressor
         from pfnkit.exceptions import InvalidConfigError
         from pfnkit.registry import unknown_message
 
-        if dataset not in DATASETS:
-            raise InvalidConfigError(unknown_message("data set", dataset, list(DATASETS)))
         if folds < 2:
             raise InvalidConfigError(f"--folds must be >= 2. Got {folds}.")
-        X, y = getattr(skd, f"load_{dataset}")(return_X_y=True)
-        regression = dataset == "diabetes"
-        split = (KFold if regression else StratifiedKFold)(folds, shuffle=True, random_state=seed)
-        rows: list[tuple[float, ...]] = []
-        times: list[float] = []
-        for train, test in split.split(X, y):
-            est = (PFNRegressor if regression else PFNClassifier)(
-                checkpoint=checkpoint, n_estimators=n_estimators, random_state=seed
-            )
-            t0 = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                est.fit(X[train], y[train])
-                if regression:
-                    pred = est.predict(X[test])
-                    nll = float(np.mean(est.nll(X[test], y[test])))
-                    rows.append((float(np.sqrt(np.mean((pred - y[test]) ** 2))), nll))
-                else:
-                    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+        if task not in TASKS:
+            raise InvalidConfigError("--task: " + unknown_message("task", task, list(TASKS)))
+        if csv is not None:
+            if dataset is not None:
+                raise InvalidConfigError(
+                    f"Give a CSV file or --dataset, not both. Got '{csv}' and --dataset "
+                    f"{dataset}; leave one out."
+                )
+            if target is None:
+                raise InvalidConfigError(
+                    "--target is required with a CSV file: name the column to predict, e.g. "
+                    f"pfnkit evaluate {csv} --target COLUMN."
+                )
+            X, y, regression = _read_csv_table(csv, target, task, folds)
+            name = f"{csv.name} (target {target!r}, "
+        else:
+            if target is not None:
+                raise InvalidConfigError(
+                    f"--target {target!r} names a column of a CSV file, but none was given. "
+                    "Give the CSV file (pfnkit evaluate FILE.csv --target COLUMN) or leave "
+                    "--target out."
+                )
+            dataset = dataset or "breast_cancer"
+            if dataset not in DATASETS:
+                raise InvalidConfigError(unknown_message("data set", dataset, list(DATASETS)))
+            from sklearn import datasets as skd
 
-                    proba = est.predict_proba(X[test])
-                    auc = (
-                        roc_auc_score(y[test], proba[:, 1])
-                        if proba.shape[1] == 2
-                        else roc_auc_score(y[test], proba, multi_class="ovr")
-                    )
-                    acc = accuracy_score(y[test], est.classes_[proba.argmax(1)])
-                    rows.append((auc, acc, log_loss(y[test], proba, labels=est.classes_)))
-            times.append(time.perf_counter() - t0)
-        m = np.mean(rows, axis=0)
+            X, y = getattr(skd, f"load_{dataset}")(return_X_y=True)
+            regression = dataset == "diabetes"
+            own = "regression" if regression else "classification"
+            if task not in ("auto", own):
+                raise InvalidConfigError(
+                    f"--task {task} does not fit --dataset {dataset}, a {own} data set. Leave "
+                    "--task out."
+                )
+            name = f"{dataset} ("
+        estimator_kwargs: dict[str, Any] = dict(
+            checkpoint=checkpoint, n_estimators=n_estimators, random_state=seed
+        )
+        if context is not None:  # the estimator validates it (and knows the allowed values)
+            estimator_kwargs["context"] = context
+        scores, seconds = _cross_validate(
+            X, y, regression=regression, folds=folds, seed=seed, estimator_kwargs=estimator_kwargs
+        )
         what = (
-            f"RMSE {m[0]:.3f}, NLL {m[1]:.3f}"
+            f"RMSE {scores[0]:.3f}, NLL {scores[1]:.3f}"
             if regression
-            else f"ROC AUC {m[0]:.4f}, accuracy {m[1]:.4f}, log loss {m[2]:.4f}"
+            else f"ROC AUC {scores[0]:.4f}, accuracy {scores[1]:.4f}, log loss {scores[2]:.4f}"
         )
         out.print(
-            f"{dataset} ({X.shape[0]} rows, {X.shape[1]} features), {folds}-fold CV: {what}; "
-            f"fit+predict {np.median(times):.2f} s per fold (median)",
+            f"{name}{X.shape[0]} rows, {X.shape[1]} features), {folds}-fold CV: {what}; "
+            f"fit+predict {seconds:.2f} s per fold (median)",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
+
+
+def _cross_validate(
+    X: Any,
+    y: Any,
+    *,
+    regression: bool,
+    folds: int,
+    seed: int,
+    estimator_kwargs: dict[str, Any],
+) -> tuple[Any, float]:
+    """Cross-validate a PFNRegressor or PFNClassifier on (X, y).
+
+    Folds are shuffled KFold (regression) or StratifiedKFold (classification), seeded by
+    ``seed``. X is an array or a DataFrame (passed to the estimator as it is).
+
+    Returns:
+        The metrics' means over folds (RMSE, NLL; or ROC AUC, accuracy, log loss) and the
+        median seconds of one fold's fit + predict.
+    """
+    import time
+    import warnings
+
+    import numpy as np
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from sklearn.metrics import log_loss, roc_auc_score
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from pfnkit import PFNClassifier, PFNRegressor
+    from pfnkit.cli.common import is_parameter_error, one_line
+    from pfnkit.exceptions import InvalidConfigError, PfnkitError
+
+    estimator = PFNRegressor if regression else PFNClassifier
+    if "context" in estimator_kwargs and "context" not in estimator().get_params():
+        raise InvalidConfigError(
+            f"--context needs an estimator with a 'context' parameter; this pfnkit's "
+            f"{estimator.__name__} has none. Upgrade pfnkit or leave --context out."
+        )
+    classes = None if regression else np.unique(y)
+    take = (lambda a, i: a.iloc[i]) if hasattr(X, "iloc") else (lambda a, i: a[i])
+    split = (KFold if regression else StratifiedKFold)(folds, shuffle=True, random_state=seed)
+    scores: list[tuple[float, ...]] = []
+    times: list[float] = []
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    with warnings.catch_warnings(), progress:
+        # the estimators' context-subsample notes; small classes are noted by the caller
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            splits = list(split.split(X, y))
+        except ValueError as e:
+            raise InvalidConfigError(f"Cannot split into {folds} folds: {one_line(e)}") from e
+        bar = progress.add_task(f"{folds}-fold CV", total=folds)
+        for i, (train, test) in enumerate(splits, 1):
+            x_test, y_test = take(X, test), y[test]
+            t0 = time.perf_counter()
+            try:
+                est = estimator(**estimator_kwargs)
+                est.fit(take(X, train), y[train])
+                if regression:
+                    pred, nll = est.predict(x_test), est.nll(x_test, y_test)
+                else:
+                    proba = est.predict_proba(x_test)
+            except ValueError as e:
+                if isinstance(e, PfnkitError) or is_parameter_error(e):
+                    raise
+                # the estimators raise ValueError for data they cannot take (scikit-learn's
+                # contract): a user error here, not a bug (--debug shows the traceback)
+                raise PfnkitError(
+                    f"{estimator.__name__} failed on fold {i} of {folds}: {one_line(e)}"
+                ) from e
+            times.append(time.perf_counter() - t0)
+            if regression:
+                rmse = float(np.sqrt(np.mean((pred - y_test) ** 2)))
+                scores.append((rmse, float(np.mean(nll))))
+            else:
+                assert classes is not None
+                # a fold's training rows may lack a class: its column is 0 for every test row
+                full = np.zeros((len(test), len(classes)))
+                column = {c: j for j, c in enumerate(classes)}
+                full[:, [column[c] for c in est.classes_]] = proba
+                # macro one-vs-rest over the classes this test fold holds (sklearn's "ovr"
+                # when it holds all; that one raises when a class is missing)
+                aucs = [
+                    roc_auc_score(y_test == c, full[:, j])
+                    for j, c in enumerate(classes)
+                    if 0 < np.sum(y_test == c) < len(y_test)
+                ]
+                auc = float(np.mean(aucs)) if aucs else float("nan")
+                acc = float(np.mean(classes[full.argmax(1)] == y_test))
+                scores.append((auc, acc, float(log_loss(y_test, full, labels=classes))))
+            progress.advance(bar)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN AUC: every fold one class
+        means = np.nanmean(np.array(scores, dtype=float), axis=0)
+    return means, float(np.median(times))
+
+
+def _read_csv_table(path: Path, target: str, task: str, folds: int) -> tuple[Any, Any, bool]:
+    """Read a user's CSV into (X DataFrame, y array, regression?), with notes on stderr."""
+    import numpy as np
+
+    from pfnkit.cli.common import one_line
+    from pfnkit.exceptions import InvalidConfigError, PfnkitError
+    from pfnkit.registry import closest
+
+    try:
+        import pandas as pd
+    except ImportError:
+        raise PfnkitError(
+            "Reading a CSV file needs pandas, which pfnkit does not install: pip install pandas"
+        ) from None
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise InvalidConfigError(f"The CSV file '{path}' {what}. Give the path of a CSV file.")
+    try:
+        # utf-8-sig: also reads the byte-order mark that Excel writes in front of UTF-8
+        df = pd.read_csv(path, encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        byte = f" (byte 0x{e.object[e.start]:02x})" if isinstance(e.object, bytes) else ""
+        raise InvalidConfigError(
+            f"'{path}' is not UTF-8 text{byte}. Save it as UTF-8 (e.g. 'CSV UTF-8' in Excel, "
+            f"or iconv -f latin1 -t utf-8 {path.name} > utf8.csv)."
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise InvalidConfigError(
+            f"'{path}' is empty. A CSV file needs a header line naming the columns, then one "
+            "line per row."
+        ) from None
+    except pd.errors.ParserError as e:
+        raise InvalidConfigError(f"'{path}' is not a valid CSV file: {one_line(e)}") from None
+    columns = [str(c) for c in df.columns]
+    if len(columns) < 2:
+        sep = next((s for s in (";", "\t", "|") if s in columns[0]), None)
+        raise InvalidConfigError(
+            f"'{path}' has one column ({columns[0]!r}); evaluate needs the target and at least "
+            "one feature column, separated by commas."
+            + (f" This file looks separated by {sep!r}: save it comma-separated." if sep else "")
+        )
+    if target not in columns:
+        folded = {c.strip().lower(): c for c in columns}
+        hint = folded.get(target.strip().lower()) or closest(target, columns)
+        shown = ", ".join(repr(c) for c in columns[:30])
+        if len(columns) > 30:
+            shown += f", ... ({len(columns)} in all)"
+        raise InvalidConfigError(
+            f"--target {target!r} is not a column of {path.name}. Columns: {shown}."
+            + (f" Did you mean {hint!r}?" if hint else "")
+        )
+    target_col = df.columns[columns.index(target)]
+    missing = df[target_col].isna().to_numpy()
+    if missing.any():
+        err.print(
+            f"Note: dropped {int(missing.sum())} of {len(df)} rows whose target {target!r} is "
+            "missing (empty).",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        df = df[~missing]
+    if len(df) < folds:
+        raise InvalidConfigError(
+            f"--folds {folds} needs at least {folds} rows with a target; {path.name} has "
+            f"{len(df)}. Give fewer --folds or more rows."
+        )
+    y_col, X = df[target_col], df.drop(columns=[target_col])
+    numeric = pd.api.types.is_numeric_dtype(y_col) and not pd.api.types.is_bool_dtype(y_col)
+    distinct = y_col.unique()
+    integer = numeric and bool(np.all(np.mod(distinct.astype(float), 1) == 0))
+    if task == "auto":
+        classification = not numeric or (integer and len(distinct) <= AUTO_MAX_CLASSES)
+        why = (
+            "holds text"
+            if not numeric
+            else f"holds {len(distinct)} distinct {'integers' if integer else 'numbers'}"
+        )
+        other = "regression" if classification else "classification"
+        override = f"; --task {other} to override" if numeric else ""
+        chosen = (
+            f"{'classification' if classification else 'regression'} "
+            f"(target {target!r} {why}{override})"
+        )
+    else:
+        classification = task == "classification"
+        if not classification and not numeric:
+            text = y_col[pd.to_numeric(y_col, errors="coerce").isna()].iloc[0]
+            raise InvalidConfigError(
+                f"--task regression needs a numeric target; column {target!r} holds text such "
+                f"as {text!r}. Use --task classification, or make every target a number."
+            )
+        if classification and numeric and not integer:
+            frac = next(float(v) for v in distinct if float(v) % 1)
+            raise InvalidConfigError(
+                f"--task classification needs class labels; column {target!r} holds fractional "
+                f"numbers such as {frac:g}. Use --task regression."
+            )
+        chosen = f"{task} (--task)"
+    err.print(f"Task: {chosen}", highlight=False, markup=False, soft_wrap=True)
+    if classification:
+        y = y_col.to_numpy()
+        labels, counts = np.unique(y, return_counts=True)
+        if labels.size < 2:
+            raise InvalidConfigError(
+                f"Classification needs at least 2 classes; target {target!r} holds one value "
+                f"({labels[0]!r}) in every row. Choose another --target."
+            )
+        if counts.min() < folds:
+            small = labels[counts < folds]
+            err.print(
+                f"Note: {small.size} class(es) (e.g. {small[0]!r}) have fewer rows than the "
+                f"{folds} folds; some folds' training or test rows lack them.",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+    else:
+        y = y_col.to_numpy(dtype=float)
+    return X, y, not classification
 
 
 @app.command("export")
