@@ -45,7 +45,7 @@ def test_classifier_fit_predict_shapes_and_probabilities(ckpts):
 
 def test_repeated_predict_is_identical_and_uses_the_cache(ckpts, monkeypatch):
     X, y = load_iris(return_X_y=True)
-    model = clf(ckpts).fit(X[::2], y[::2])
+    model = clf(ckpts, context="subsample").fit(X[::2], y[::2])
     first = model.predict_proba(X[1::2])
 
     def boom(*a, **k):
@@ -98,14 +98,14 @@ def test_more_classes_than_the_checkpoint_uses_output_codes(ckpts):
 def test_pretraining_limits_warn_and_can_be_ignored(ckpts):
     X, y = make_classification(n_samples=400, n_features=80, random_state=0)
     with pytest.warns(UserWarning) as rec:
-        model = clf(ckpts).fit(X, y)
+        model = clf(ckpts, context="subsample").fit(X, y)
     text = " ".join(str(w.message) for w in rec)
     assert "random subset" in text and "features" in text and "rows" in text
-    assert all(len(m["cols"]) == model.model_.config.n_features for m in model.members_)
+    assert all(m.features.n_out == model.model_.config.n_features for m in model.members_)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model = clf(ckpts, ignore_pretraining_limits=True).fit(X[:, :10], y)
-    assert model.context_.n_ctx == 400
+    assert model.context_.n_context_rows == 400
 
 
 def test_regressor_outputs(ckpts):

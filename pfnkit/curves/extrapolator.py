@@ -136,26 +136,22 @@ class CurveExtrapolator:
     """
 
     def __init__(self, checkpoint: Any = "default", *, device: str = "cpu") -> None:
-        from pfnkit.model import PFN, BarDistribution
-        from pfnkit.train.checkpoint import load_frozen
+        from pfnkit.model import BarDistribution
+        from pfnkit.train.checkpoint import load_pfn
 
-        if isinstance(checkpoint, PFN):
-            model = checkpoint.to(device).eval()
-        else:
-            path = bundled_curve_checkpoint() if checkpoint == "default" else Path(str(checkpoint))
-            model = load_frozen(path, device)
-        if model.config.task != "regression" or model.bar_distribution is None:
+        source = bundled_curve_checkpoint() if checkpoint == "default" else checkpoint
+        model, info = load_pfn(
+            source, expect="learning-curves", device=device, what="CurveExtrapolator"
+        )
+        if model.bar_distribution is None:
             raise CheckpointError(
                 "CurveExtrapolator needs a regression PFN trained on the learning_curve prior."
             )
         self.model = model
         self.bars = BarDistribution(model.bar_distribution.borders.detach().cpu())
         self.device = device
-        card = getattr(model, "card", {}) or {}
-        prior = card.get("prior", {}) or {}
-        train = card.get("train_config", {}) or {}
-        rows = int(train.get("rows", 128))
-        self.max_context = int(train.get("max_context") or rows - rows // 8)
+        prior = info.prior
+        self.max_context = info.context_limit or 100
         self.min_horizon = int(prior.get("min_horizon", 10))
         self.max_horizon = int(prior.get("max_horizon", 200))
         self.direction_trained: str = str(prior.get("direction", "maximize"))

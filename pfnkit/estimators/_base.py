@@ -1,14 +1,16 @@
 """What PFNClassifier and PFNRegressor share: checkpoints, validation, the ensemble.
 
-An ensemble member is one view of the training table: a preprocessing (quantile / power /
-none, alternating), a feature permutation (a random subset when the table has more
-features than the checkpoint), for classifiers a class permutation, and a context subsample
-when the table has more rows than the checkpoint was trained on. ``fit`` encodes every
-member's context once (keys/values cached); ``predict`` runs only the test rows.
+``fit`` validates the table, loads the checkpoint (checking its kind), draws the ensemble
+members (``members.py``: preprocessing, feature map, class code), builds each member's view
+of the table, optionally fine-tunes the PFN (``pfnkit.tuning.fine_tune``) and hands the
+views to the context strategy (``pfnkit.tuning``), which chooses and encodes each member's
+context. ``predict`` builds the test rows' views and asks the fitted strategy for logits.
+This module orchestrates; the strategies decide.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from numbers import Integral, Real
@@ -22,14 +24,33 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from pfnkit.estimators.preprocessing import MODES, MemberTransform, TableEncoder
-from pfnkit.exceptions import CheckpointError
+from pfnkit.estimators.members import (
+    FEATURE_REDUCTIONS,
+    Member,
+    feature_map,
+    fit_transforms,
+    member_modes,
+)
+from pfnkit.estimators.preprocessing import MODES, TableEncoder
+from pfnkit.tuning import (
+    CONTEXTS,
+    ContextProblem,
+    FineTune,
+    FullContext,
+    KNNContext,
+    MixedContext,
+    SubsampleContext,
+    TunedContext,
+    fine_tune,
+    resolve_context,
+    resolve_fine_tune,
+)
 
 DEFAULT_CHECKPOINTS = {
     "classification": "tabular-clf.safetensors",
     "regression": "tabular-reg.safetensors",
 }
-PREDICT_CHUNK = 4096  # test rows per forward pass
+KIND = {"classification": "classifier", "regression": "regressor"}
 
 
 def bundled_checkpoint(task: str) -> Path:
@@ -39,22 +60,25 @@ def bundled_checkpoint(task: str) -> Path:
     return bundled_checkpoint_path(DEFAULT_CHECKPOINTS[task], task)
 
 
-def load_model(checkpoint: Any, task: str, device: str) -> Any:
-    """A PFN for ``task`` from "default", a path, or an already loaded PFN."""
+def load_model(checkpoint: Any, task: str, device: str) -> tuple[Any, Any]:
+    """A frozen PFN for ``task`` and its typed card, from "default", a path or a PFN."""
     from pfnkit.model import PFN
+    from pfnkit.train.checkpoint import load_pfn
 
     if isinstance(checkpoint, PFN):
-        model = checkpoint.to(device).eval()
+        # never change the caller's module: freeze a copy when it is trainable
+        if any(p.requires_grad for p in checkpoint.parameters()):
+            checkpoint = copy.deepcopy(checkpoint).requires_grad_(False)
+        source: Any = checkpoint
     else:
-        from pfnkit.train.checkpoint import load_frozen
-
-        path = bundled_checkpoint(task) if checkpoint == "default" else Path(os.fspath(checkpoint))
-        model = load_frozen(path, device)
-    if model.config.task != task:
-        raise CheckpointError(
-            f"The checkpoint is a {model.config.task} PFN; this estimator needs a {task} one."
-        )
-    return model
+        source = bundled_checkpoint(task) if checkpoint == "default" else checkpoint
+        if not isinstance(source, str | os.PathLike):
+            raise TypeError(
+                "The 'checkpoint' parameter must be 'default', a path or a PFN. "
+                f"Got {type(checkpoint).__name__}."
+            )
+    what = "PFNClassifier" if task == "classification" else "PFNRegressor"
+    return load_pfn(source, expect=KIND[task], device=device, what=what)
 
 
 def resolve_device(device: str) -> str:
@@ -76,6 +100,16 @@ class PFNEstimatorBase(BaseEstimator):
         "ignore_pretraining_limits": ["boolean"],
         "max_context": [Interval(Integral, 1, None, closed="left"), None],
         "preprocessing": [StrOptions({"alternate", *MODES})],
+        "context": [
+            StrOptions(set(CONTEXTS)),
+            SubsampleContext,
+            FullContext,
+            KNNContext,
+            TunedContext,
+            MixedContext,
+        ],
+        "fine_tune": ["boolean", FineTune],
+        "feature_reduction": [StrOptions(set(FEATURE_REDUCTIONS))],
     }
 
     def __init__(
@@ -84,10 +118,13 @@ class PFNEstimatorBase(BaseEstimator):
         n_estimators: int = 8,
         softmax_temperature: float = 0.9,
         device: str = "auto",
-        random_state: Any = None,
+        random_state: Any = 0,
         ignore_pretraining_limits: bool = False,
         max_context: int | None = None,
         preprocessing: str = "alternate",
+        context: Any = "auto",
+        fine_tune: Any = False,
+        feature_reduction: str = "subset",
     ) -> None:
         self.checkpoint = checkpoint
         self.n_estimators = n_estimators
@@ -97,6 +134,9 @@ class PFNEstimatorBase(BaseEstimator):
         self.ignore_pretraining_limits = ignore_pretraining_limits
         self.max_context = max_context
         self.preprocessing = preprocessing
+        self.context = context
+        self.fine_tune = fine_tune
+        self.feature_reduction = feature_reduction
 
     # ---------------------------------------------------------------- fit helpers
 
@@ -118,84 +158,106 @@ class PFNEstimatorBase(BaseEstimator):
         X = validate_data(self, X, dtype=None, ensure_all_finite="allow-nan", reset=False)
         return self.encoder_.transform(X)
 
-    def _context_limit(self, model: Any) -> int:
-        if self.max_context is not None:
-            return self.max_context
-        train = model.card.get("train_config", {}) if hasattr(model, "card") else {}
-        rows = int(train.get("rows", 1024))
-        hi = train.get("max_context") or rows - max(1, rows // 8)
-        return int(hi)
+    def _load(self) -> None:
+        self.model_, self.card_ = load_model(
+            self.checkpoint, self._task, resolve_device(self.device)
+        )
 
-    def _build_members(self, x: np.ndarray, y_model: np.ndarray, n_members: int) -> None:
-        """Draw every member's view of the training table and encode its context."""
-        model = self.model_
-        rng = check_random_state(self.random_state)
+    def _context_limit(self, n_rows: int) -> int:
+        """Most context rows per member: max_context, else the checkpoint's training limit;
+        ignore_pretraining_limits lifts it to every row."""
+        if self.ignore_pretraining_limits:
+            return n_rows
+        if self.max_context is not None:
+            return int(self.max_context)
+        return int(self.card_.context_limit or 1024)
+
+    def _fit_ensemble(self, x: np.ndarray, y_model: np.ndarray, n_members: int) -> None:
+        """Members, their views, optional fine-tuning, then the context strategy."""
         n, d = x.shape
-        f_model = model.config.n_features
+        limit = self._context_limit(n)
+        strategy = resolve_context(self.context, n, limit)
+        self.context_strategy_ = strategy
+        n_members = min(n_members, getattr(strategy, "max_members", n_members))
+        self._warn_limits(n, d, limit, strategy)
+        rng = check_random_state(self.random_state)
+        views, categorical = self._build_members(x, n_members, rng)
+        y_views = np.stack([self._encode_member_y(m, y_model) for m in self.members_])
+        problem = ContextProblem(
+            model=self.model_,
+            x=views,
+            y=y_views,
+            categorical=categorical,
+            task=self._task,
+            n_classes=getattr(self, "_n_meta", 0),
+            context_limit=limit,
+            seed=int(rng.randint(2**31)),
+            device=resolve_device(self.device),
+        )
+        options = resolve_fine_tune(self.fine_tune)
+        self.fine_tune_report_: dict[str, Any] | None = None
+        if options is not None:
+            tuned, self.fine_tune_report_ = fine_tune(problem, strategy, options)
+            problem = ContextProblem(**{**problem.__dict__, "model": tuned})
+            self.model_ = tuned
+        self.context_ = strategy.fit(problem)
+
+    def _warn_limits(self, n: int, d: int, limit: int, strategy: Any) -> None:
+        f_model = self.model_.config.n_features
         if d > f_model:
+            how = (
+                f"a different random subset of {f_model} features"
+                if self.feature_reduction == "subset"
+                else f"{f_model} columns: categorical ones and principal components"
+            )
             warnings.warn(
                 f"X has {d} features but the checkpoint reads at most {f_model}; every "
-                f"ensemble member sees a different random subset of {f_model} features. "
-                "Select or compress features first for full control.",
+                f"ensemble member sees {how} (feature_reduction={self.feature_reduction!r}).",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        limit = self._context_limit(model)
-        n_ctx = n if self.ignore_pretraining_limits else min(n, limit)
-        if n_ctx < n:
+        if isinstance(strategy, SubsampleContext) and n > limit:
             warnings.warn(
                 f"X has {n} training rows but the checkpoint was trained on contexts of up to "
-                f"{limit}; each ensemble member uses a random subset of {n_ctx} rows. Pass "
-                "ignore_pretraining_limits=True to use all rows in one context.",
+                f"{limit}; each ensemble member uses a random subset of {limit} rows. Use "
+                "context='knn' or 'tuned' to use every row, or ignore_pretraining_limits=True "
+                "to put all rows in one context.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        modes = (
-            [self.preprocessing] * n_members
-            if self.preprocessing != "alternate"
-            else [MODES[i % len(MODES)] for i in range(n_members)]
+
+    def _build_members(
+        self, x: np.ndarray, n_members: int, rng: np.random.RandomState
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Draw the members; return their views (B, n, f) and categorical masks (B, f)."""
+        modes = member_modes(self.preprocessing, n_members)
+        self.transforms_ = fit_transforms(modes, self.encoder_.categorical_, x, rng)
+        pre = {mode: t.transform(x) for mode, t in self.transforms_.items()}
+        f_model = self.model_.config.n_features
+        self.members_: list[Member] = []
+        for mode in modes:
+            fmap = feature_map(
+                pre[mode], self.encoder_.categorical_, f_model, self.feature_reduction, rng
+            )
+            code = self._member_code(rng)
+            self.members_.append(Member(mode, fmap, code, int(rng.randint(2**31))))
+        views = np.stack([mb.features.apply(pre[mb.mode]) for mb in self.members_])
+        cats = np.stack(
+            [mb.features.categorical(self.encoder_.categorical_) for mb in self.members_]
         )
-        transforms: dict[str, MemberTransform] = {}
-        for mode in set(modes):
-            transforms[mode] = MemberTransform(
-                mode, self.encoder_.categorical_, int(rng.randint(2**31))
-            ).fit(x)
-        self.transforms_ = transforms
-        self.members_: list[dict[str, Any]] = []
-        xs, ys = [], []
-        for m in range(n_members):
-            cols = rng.permutation(d)[: min(d, f_model)]
-            rows = np.sort(self._context_rows(rng, y_model, n_ctx)) if n_ctx < n else np.arange(n)
-            member = {"mode": modes[m], "cols": cols}
-            member.update(self._member_target(rng, m))
-            xs.append(transforms[modes[m]].transform(x[rows])[:, cols])
-            ys.append(self._encode_member_y(member, y_model[rows]))
-            self.members_.append(member)
-        device = resolve_device(self.device)
-        x_ctx = torch.as_tensor(np.stack(xs), dtype=torch.float32, device=device)
-        y_ctx = torch.as_tensor(np.stack(ys), dtype=torch.float32, device=device)
-        self.context_ = model.encode_context(x_ctx, y_ctx)
+        return views.astype(np.float32), cats
 
-    def _context_rows(self, rng: np.random.RandomState, y: np.ndarray, n_ctx: int) -> np.ndarray:
-        return rng.choice(y.shape[0], size=n_ctx, replace=False)
+    def _member_code(self, rng: np.random.RandomState) -> np.ndarray | None:
+        return None
 
-    def _member_target(self, rng: np.random.RandomState, m: int) -> dict[str, Any]:
-        return {}
-
-    def _encode_member_y(self, member: dict[str, Any], y: np.ndarray) -> np.ndarray:
-        return y
+    def _encode_member_y(self, member: Member, y: np.ndarray) -> np.ndarray:
+        return y.astype(np.float32)
 
     def _member_logits(self, x: np.ndarray) -> torch.Tensor:
         """Logits (n_members, M, K) of every member for encoded test rows x (M, d)."""
-        device = resolve_device(self.device)
-        views = {mode: t.transform(x) for mode, t in self.transforms_.items()}
-        outs = []
-        for start in range(0, x.shape[0], PREDICT_CHUNK):
-            sl = slice(start, start + PREDICT_CHUNK)
-            xt = np.stack([views[mb["mode"]][sl][:, mb["cols"]] for mb in self.members_])
-            xt_t = torch.as_tensor(xt, dtype=torch.float32, device=device)
-            outs.append(self.model_.predict_cached(self.context_, xt_t).float().cpu())
-        return torch.cat(outs, dim=1)
+        pre = {mode: t.transform(x) for mode, t in self.transforms_.items()}
+        views = np.stack([mb.features.apply(pre[mb.mode]) for mb in self.members_])
+        return self.context_.logits(views.astype(np.float32))
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

@@ -11,7 +11,8 @@ from sklearn.base import ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 
-from pfnkit.estimators._base import PFNEstimatorBase, load_model, resolve_device
+from pfnkit.estimators._base import PFNEstimatorBase
+from pfnkit.estimators.members import Member
 
 
 class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
@@ -28,11 +29,23 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
             quantile / power / no preprocessing), averaged after the softmax.
         softmax_temperature: logits are divided by this before the softmax.
         device: "auto", "cpu", "cuda", ...
-        random_state: seeds the ensemble's permutations and subsamples.
-        ignore_pretraining_limits: use every training row as context even beyond the
-            context size the checkpoint was trained on (default: subsample, with a warning).
-        max_context: most context rows per member (default: the checkpoint's training limit).
+        random_state: seeds the ensemble's permutations and contexts (default 0: the same
+            data and parameters give the same predictions; None draws a fresh seed).
+        ignore_pretraining_limits: lift the checkpoint's context limit: subsample contexts
+            take every row (one context of all rows), kNN contexts any k.
+        max_context: most context rows per member (default: the checkpoint's training
+            limit); the default k of kNN contexts.
         preprocessing: "alternate" (quantile, power, none in turn) or one of them for all.
+        context: how each member's context is chosen (``pfnkit.tuning``): "auto" (the
+            default; see ``pfnkit.tuning.AUTO_RULE``), "subsample", "full", "knn",
+            "knn-shared", "tuned", or a strategy object such as ``KNNContext(k=128)`` or
+            ``TunedContext(n_tokens=64, time_budget=60)``.
+        fine_tune: False (default), True, or ``pfnkit.tuning.FineTune(time_budget=...)``:
+            fine-tune a copy of the PFN on this table first (early-stopped on a validation
+            split; the zero-shot PFN is kept when fine-tuning does not beat it there).
+        feature_reduction: how a table wider than the checkpoint is read: "subset" (a
+            random subset of columns per member) or "pca" (categorical columns plus
+            principal components of the numeric ones).
 
     More classes than the checkpoint supports are handled by error-correcting output codes:
     each member maps the classes onto the checkpoint's classes at random, and a class's
@@ -52,7 +65,7 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
                 f"PFNClassifier needs at least 2 classes in y to fit; got 1 class "
                 f"({self.classes_[0]!r}). Add rows of another class."
             )
-        self.model_ = load_model(self.checkpoint, "classification", resolve_device(self.device))
+        self._load()
         k = self.model_.config.n_classes
         self.codes_ = n_classes > k
         n_members = self.n_estimators
@@ -61,25 +74,17 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
             n_members = max(n_members, 2 * math.ceil(math.log(n_classes) / math.log(k)) + 4)
         y_enc = self.label_encoder_.transform(y)
         self._n_meta = min(n_classes, k)
-        self._build_members(x, y_enc, n_members)
+        self._fit_ensemble(x, y_enc, n_members)
         return self
 
-    def _context_rows(self, rng: np.random.RandomState, y: np.ndarray, n_ctx: int) -> np.ndarray:
-        # stratified: every class keeps at least one row when the context has room
-        first = np.array([rng.choice(np.flatnonzero(y == c)) for c in np.unique(y)])
-        first = first[:n_ctx]
-        rest = np.setdiff1d(np.arange(y.shape[0]), first)
-        more = rng.choice(rest, size=n_ctx - first.size, replace=False)
-        return np.concatenate([first, more])
-
-    def _member_target(self, rng: np.random.RandomState, m: int) -> dict[str, Any]:
+    def _member_code(self, rng: np.random.RandomState) -> np.ndarray:
         c = len(self.classes_)
         # class c -> meta class code[c]; a permutation when c <= k, else a random balanced code
-        code = rng.permutation(np.arange(c) % self._n_meta)
-        return {"code": code}
+        return rng.permutation(np.arange(c) % self._n_meta)
 
-    def _encode_member_y(self, member: dict[str, Any], y: np.ndarray) -> np.ndarray:
-        return member["code"][y].astype(np.float32)
+    def _encode_member_y(self, member: Member, y: np.ndarray) -> np.ndarray:
+        assert member.code is not None
+        return member.code[y].astype(np.float32)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (n_samples, n_classes), columns ordered as ``classes_``."""
@@ -88,7 +93,8 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
         p_meta = torch.softmax(logits / self.softmax_temperature, dim=-1).numpy()
         proba = np.zeros((x.shape[0], len(self.classes_)))
         for member, p in zip(self.members_, p_meta):
-            code = member["code"]
+            code = member.code
+            assert code is not None
             share = np.bincount(code, minlength=self._n_meta)[code]  # classes per meta class
             proba += p[:, code] / share
         proba /= len(self.members_)

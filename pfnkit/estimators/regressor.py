@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from sklearn.base import RegressorMixin
 
-from pfnkit.estimators._base import PFNEstimatorBase, load_model, resolve_device
+from pfnkit.estimators._base import PFNEstimatorBase
 from pfnkit.model.heads import BarDistribution
 
 OUTPUT_TYPES = ("mean", "median", "quantiles", "full")
@@ -19,7 +19,8 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
 
     Parameters are those of PFNClassifier (``checkpoint``, ``n_estimators``,
     ``softmax_temperature``, ``device``, ``random_state``, ``ignore_pretraining_limits``,
-    ``max_context``, ``preprocessing``), except that ``softmax_temperature`` defaults to
+    ``max_context``, ``preprocessing``, ``context``, ``fine_tune``, ``feature_reduction``),
+    except that ``softmax_temperature`` defaults to
     1.0 (the PFN's posterior predictive as trained). Members differ in preprocessing,
     feature order and context subsample; their predictive distributions are averaged.
 
@@ -37,10 +38,13 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
         n_estimators: int = 8,
         softmax_temperature: float = 1.0,
         device: str = "auto",
-        random_state: Any = None,
+        random_state: Any = 0,
         ignore_pretraining_limits: bool = False,
         max_context: int | None = None,
         preprocessing: str = "alternate",
+        context: Any = "auto",
+        fine_tune: Any = False,
+        feature_reduction: str = "subset",
     ) -> None:
         # temperature 1: the PFN's output is a posterior predictive; sharpening it would
         # trade calibration (NLL) for nothing a point prediction needs
@@ -53,6 +57,9 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
             ignore_pretraining_limits=ignore_pretraining_limits,
             max_context=max_context,
             preprocessing=preprocessing,
+            context=context,
+            fine_tune=fine_tune,
+            feature_reduction=feature_reduction,
         )
 
     def fit(self, X: Any, y: Any) -> PFNRegressor:
@@ -66,10 +73,10 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
             )
         if not np.all(np.isfinite(y)):
             raise ValueError("Input y contains NaN or infinity; drop those rows first.")
-        self.model_ = load_model(self.checkpoint, "regression", resolve_device(self.device))
+        self._load()
         self.y_mean_ = float(y.mean())
         self.y_std_ = float(y.std()) or 1.0
-        self._build_members(x, (y - self.y_mean_) / self.y_std_, self.n_estimators)
+        self._fit_ensemble(x, (y - self.y_mean_) / self.y_std_, self.n_estimators)
         return self
 
     def _distribution(self, X: Any) -> tuple[torch.Tensor, Any]:

@@ -10,7 +10,6 @@ Shape legend: Q queries, K bars, d hyperparameters.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,18 +42,17 @@ class FreezeThawSurrogate:
     """
 
     def __init__(self, checkpoint: Any = "default", *, device: str = "cpu", seed: int = 0):
-        from pfnkit.model import PFN, BarDistribution
-        from pfnkit.train.checkpoint import bundled_checkpoint_path, load_frozen
+        from pfnkit.model import BarDistribution
+        from pfnkit.train.checkpoint import bundled_checkpoint_path, load_pfn
 
-        if isinstance(checkpoint, PFN):
-            model = checkpoint.to(device).eval()
-        else:
-            path = (
-                bundled_checkpoint_path(DEFAULT_CHECKPOINT, "freeze-thaw surrogate")
-                if checkpoint == "default"
-                else Path(str(checkpoint))
-            )
-            model = load_frozen(path, device)
+        source = (
+            bundled_checkpoint_path(DEFAULT_CHECKPOINT, "freeze-thaw surrogate")
+            if checkpoint == "default"
+            else checkpoint
+        )
+        model, info = load_pfn(
+            source, expect="freeze-thaw", device=device, what="FreezeThawSurrogate"
+        )
         if model.bar_distribution is None or model.config.n_features <= N_FIXED:
             raise CheckpointError(
                 "FreezeThawSurrogate needs a regression PFN trained on the freeze_thaw prior "
@@ -65,10 +63,7 @@ class FreezeThawSurrogate:
         self.device = device
         self.bars = BarDistribution(model.bar_distribution.borders.detach().cpu())
         self.max_hyperparameters = model.config.n_features - N_FIXED
-        card = getattr(model, "card", {}) or {}
-        train = card.get("train_config", {}) or {}
-        rows = int(train.get("rows", 512))
-        self.max_context = int(train.get("max_context") or rows - rows // 8)
+        self.max_context = info.context_limit or 448
         self.rng = np.random.default_rng(seed)
 
     def _context(self, curves: list[Curve], max_steps: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,14 @@ from pfnkit.model.encoders import FeatureEncoder, TargetEncoder
 from pfnkit.model.ffn import FFNBlock, build_ffn
 from pfnkit.model.heads import BarDistribution, classification_loss, mask_classes
 
+MODEL_EXTRAS = ("stats",)  # Batch.extras keys that forward() takes; see PFN.inputs_of
+
+
+def _extra_value(key: str, value: Any) -> Any:
+    if key == "stats":  # stored batch-first as one (B, 2, 1, F) tensor: mean and std
+        return (value[:, 0], value[:, 1]) if isinstance(value, torch.Tensor) else tuple(value)
+    return value
+
 
 @dataclass
 class ContextCache:
@@ -139,18 +147,28 @@ class PFN(nn.Module):
                 )
             self.bar_distribution = BarDistribution(borders)
 
-    def forward(
-        self, x: torch.Tensor, y_ctx: torch.Tensor, *, n_features: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Predict the rows after the context.
+    def embed(
+        self,
+        x: torch.Tensor,
+        y_ctx: torch.Tensor,
+        *,
+        n_features: torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
+        stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, int]:
+        """Rows to tokens: the one place where inputs enter the residual stream.
 
         Args:
-            x: (B, N, F) features of the context rows followed by the test rows.
-            y_ctx: (B, Nc) targets of the context rows (Nc < N).
+            x: (B, N, F) features of the context rows followed by any test rows.
+            y_ctx: (B, Nc) targets of the first Nc rows of x (Nc may be 0 with a prefix).
             n_features: (B,) features used per dataset (default: all F).
+            prefix: (1 or B, P, E) learned context tokens (already in embedding space,
+                label embedding included); they join the context before the real rows.
+            stats: feature (mean, std), each (B, 1, F), for ``normalize_x`` (default: those
+                of the Nc context rows; required when Nc is 0).
 
         Returns:
-            (B, M, K) logits for the M = N - Nc test rows.
+            (tokens (B, P + N, E), number of context tokens P + Nc).
         """
         n_ctx = y_ctx.shape[1]
         if x.dim() != 3 or y_ctx.dim() != 2 or y_ctx.shape[0] != x.shape[0]:
@@ -158,28 +176,102 @@ class PFN(nn.Module):
                 f"PFN expects x (B, N, F) and y_ctx (B, Nc). Got x {tuple(x.shape)}, "
                 f"y_ctx {tuple(y_ctx.shape)}."
             )
-        if not 0 < n_ctx < x.shape[1]:
+        if n_ctx > x.shape[1]:
             raise InvalidConfigError(
-                f"PFN needs 1 <= Nc < N context rows. Got Nc={n_ctx} with N={x.shape[1]}."
+                f"y_ctx has {n_ctx} context targets but x only {x.shape[1]} rows."
             )
-        h = self.x_encoder(x, n_features, n_ctx)  # (B, N, E)
-        h = torch.cat([h[:, :n_ctx] + self.y_encoder(y_ctx), h[:, n_ctx:]], dim=1)
+        if self.x_encoder.normalize and stats is None:
+            if n_ctx == 0:
+                raise InvalidConfigError(
+                    "This PFN normalises features with its context rows' statistics; with "
+                    "no real context rows (prefix only) pass stats=(mean, std)."
+                )
+            stats = self.x_encoder.context_stats(x[:, :n_ctx])
+        h = self.x_encoder(x, n_features, stats=stats)  # (B, N, E)
+        if n_ctx:
+            h = torch.cat([h[:, :n_ctx] + self.y_encoder(y_ctx), h[:, n_ctx:]], dim=1)
+        if prefix is not None:
+            if prefix.dim() != 3 or prefix.shape[-1] != self.config.d_model:
+                raise InvalidConfigError(
+                    f"prefix must be (1 or B, P, d_model={self.config.d_model}). "
+                    f"Got {tuple(prefix.shape)}."
+                )
+            prefix = prefix.to(h.dtype).expand(h.shape[0], -1, -1)  # (B, P, E)
+            h = torch.cat([prefix, h], dim=1)
+            n_ctx += prefix.shape[1]
+        return h, n_ctx
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y_ctx: torch.Tensor,
+        *,
+        n_features: torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
+        stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Predict the rows after the context.
+
+        Args:
+            x: (B, N, F) features of the context rows followed by the test rows.
+            y_ctx: (B, Nc) targets of the context rows (Nc < N).
+            n_features: (B,) features used per dataset (default: all F).
+            prefix: (1 or B, P, E) learned context tokens placed before the context rows.
+            stats: feature (mean, std) for ``normalize_x`` (see ``embed``).
+
+        Returns:
+            (B, M, K) logits for the M = N - Nc test rows.
+        """
+        h, n_ctx = self.embed(x, y_ctx, n_features=n_features, prefix=prefix, stats=stats)
+        if not 0 < n_ctx < h.shape[1]:
+            raise InvalidConfigError(
+                f"PFN needs 1 <= Nc < N context rows. Got Nc={y_ctx.shape[1]} with "
+                f"N={x.shape[1]}" + (" and a prefix." if prefix is not None else ".")
+            )
+        return self.layers_forward(h, n_ctx)
+
+    def layers_forward(self, h: torch.Tensor, n_ctx: int) -> torch.Tensor:
+        """The layer stack and head: tokens (B, N, E) with n_ctx context tokens -> logits
+        (B, N - n_ctx, K) of the rest."""
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             h = layer(h, n_ctx, test_only=i == last)  # the last layer returns (B, M, E)
         return self.decoder(self.norm(h))  # (B, M, K)
 
+    @staticmethod
+    def inputs_of(batch: Any) -> dict[str, Any]:
+        """The one mapping from a ``Batch`` onto ``forward``'s arguments.
+
+        Rows before ``single_eval_pos`` are the context (their ``y`` is shown), the rest
+        are queries. ``batch.extras`` entries named in ``MODEL_EXTRAS`` are passed through
+        as keyword arguments (``stats`` for prefix-only batches); every other extra is the
+        prior's own bookkeeping and never reaches the network.
+        """
+        sep = batch.single_eval_pos
+        kwargs: dict[str, Any] = {"n_features": batch.n_features}
+        for key in MODEL_EXTRAS:
+            if key in batch.extras:
+                kwargs[key] = _extra_value(key, batch.extras[key])
+        return {"x": batch.x, "y_ctx": batch.y[:, :sep], **kwargs}
+
     @torch.no_grad()
     def encode_context(
-        self, x_ctx: torch.Tensor, y_ctx: torch.Tensor, *, n_features: torch.Tensor | None = None
+        self,
+        x_ctx: torch.Tensor,
+        y_ctx: torch.Tensor,
+        *,
+        n_features: torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
+        stats: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> ContextCache:
         """Run the context rows once and keep every layer's keys/values.
 
         Test rows never influence context rows, so ``predict_cached(cache, x_test)`` equals
         ``forward(cat(x_ctx, x_test), y_ctx)`` while repeated predictions skip the context.
         """
-        stats = self.x_encoder.context_stats(x_ctx) if self.x_encoder.normalize else None
-        h = self.x_encoder(x_ctx, n_features, stats=stats) + self.y_encoder(y_ctx)
+        if stats is None and self.x_encoder.normalize and x_ctx.shape[1]:
+            stats = self.x_encoder.context_stats(x_ctx)
+        h, _ = self.embed(x_ctx, y_ctx, n_features=n_features, prefix=prefix, stats=stats)
         kv = []
         for i, layer in enumerate(self.pfn_layers):
             k, v = layer.attn.context_kv(layer.norm1(h))
@@ -198,9 +290,7 @@ class PFN(nn.Module):
 
     def loss(self, batch: Any) -> torch.Tensor:
         """Mean per-test-row loss on a Batch: cross-entropy or bar-distribution NLL."""
-        sep = batch.single_eval_pos
-        logits = self(batch.x, batch.y[:, :sep], n_features=batch.n_features)
-        return self.loss_from_logits(logits, batch)
+        return self.loss_from_logits(self(**self.inputs_of(batch)), batch)
 
     def loss_from_logits(self, logits: torch.Tensor, batch: Any) -> torch.Tensor:
         """Mean loss of (B, M, K) logits against the batch's test-row targets."""

@@ -59,9 +59,13 @@ class Batch:
         y: (B, N) targets as the model sees them in the context rows.
         target_y: (B, N) targets the loss is computed on (usually equal to ``y``).
         single_eval_pos: rows ``[:single_eval_pos]`` are the context, the rest are test rows.
+            0 only for prefix-only batches (prompt tuning), which then carry ``stats``.
         n_features: (B,) int64, used features per dataset (None: all F).
         n_classes: (B,) int64, classes per dataset for classification (None: regression).
-        extras: prior-specific tensors (hyperparameters, treatment, curve ids...).
+        extras: prior-specific tensors (hyperparameters, treatment, curve ids...). The keys
+            in ``pfnkit.model.transformer.MODEL_EXTRAS`` reach the network (see
+            ``PFN.inputs_of``): ``stats`` (B, 2, 1, F), the feature mean and std that
+            ``normalize_x`` uses when the context has no real rows.
     """
 
     x: torch.Tensor
@@ -91,9 +95,10 @@ class Batch:
                 raise BatchError(
                     f"Batch.{name} must be (B, N) = ({b}, {n}) to match x. Got {tuple(t.shape)}."
                 )
-        if not 0 < self.single_eval_pos < n:
+        lo = 0 if "stats" in self.extras else 1  # 0: the context is a model's learned prefix
+        if not lo <= self.single_eval_pos < n:
             raise BatchError(
-                f"Batch.single_eval_pos must be in [1, {n - 1}] for N={n}. "
+                f"Batch.single_eval_pos must be in [{lo}, {n - 1}] for N={n}. "
                 f"Got {self.single_eval_pos}."
             )
         for name in ("n_features", "n_classes"):

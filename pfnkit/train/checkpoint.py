@@ -8,6 +8,7 @@ exported to safetensors with the configs as JSON metadata.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -258,3 +259,122 @@ def _load_frozen(path: str, mtime: float, device: str) -> Any:
     for param in model.parameters():
         param.requires_grad_(False)
     return model
+
+
+# ---------------------------------------------------------------- typed loading
+
+KINDS = ("classifier", "regressor", "learning-curves", "freeze-thaw", "treatment-effect")
+_PRIOR_KINDS = {
+    "learning_curve": "learning-curves",
+    "freeze_thaw": "freeze-thaw",
+    "causal": "treatment-effect",
+}
+_KIND_USE = {
+    "classifier": "PFNClassifier",
+    "regressor": "PFNRegressor",
+    "learning-curves": "pfnkit.curves.CurveExtrapolator",
+    "freeze-thaw": "pfnkit.hpo.FreezeThaw / FreezeThawSurrogate",
+    "treatment-effect": "PFNTreatmentEffect",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PFNCard:
+    """What a consumer needs to know about a checkpoint, typed.
+
+    Attributes:
+        kind: one of ``KINDS``: what the network was trained to do; None for a model built
+            in memory without a prior recipe (then only its head's task is checked).
+        task: "classification" or "regression" (the head).
+        prior: the prior recipe (a dict; empty for a model built in memory).
+        train: the training config (a dict; empty for a model built in memory).
+        context_limit: the most context rows the network saw in training (None: unknown).
+    """
+
+    kind: str | None
+    task: str
+    prior: dict[str, Any]
+    train: dict[str, Any]
+    context_limit: int | None
+
+    @classmethod
+    def of(cls, model: Any) -> PFNCard:
+        """The typed card of a PFN (from its ``card`` when it was loaded from a file)."""
+        raw = getattr(model, "card", None)
+        raw = raw if isinstance(raw, dict) else {}
+        prior: dict[str, Any] = raw["prior"] if isinstance(raw.get("prior"), dict) else {}
+        train: dict[str, Any] = (
+            raw["train_config"] if isinstance(raw.get("train_config"), dict) else {}
+        )
+        task = str(model.config.task)
+        return cls(
+            kind=kind_of(prior, task) if prior else None,
+            task=task,
+            prior=dict(prior),
+            train=dict(train),
+            context_limit=context_limit(train) if train else None,
+        )
+
+
+def kind_of(prior: dict[str, Any], task: str) -> str:
+    """A checkpoint's kind from its prior recipe and head."""
+    name = str(prior.get("name", ""))
+    if name in _PRIOR_KINDS:
+        return _PRIOR_KINDS[name]
+    return "classifier" if task == "classification" else "regressor"
+
+
+def context_limit(train: dict[str, Any]) -> int:
+    """The most context rows a network was trained on: the one formula (TrainConfig's)."""
+    from pfnkit.train.config import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        return TrainConfig.from_dict({k: v for k, v in train.items() if k in known}).context_range[
+            1
+        ]
+    except Exception:  # an old or hand-edited card: fall back to the default rule
+        rows = int(train.get("rows", 256))
+        return int(train.get("max_context") or rows - max(1, rows // 8))
+
+
+def load_pfn(
+    checkpoint: Any, *, expect: str | tuple[str, ...], device: str = "cpu", what: str = ""
+) -> tuple[Any, PFNCard]:
+    """The one loader for consumers: a frozen PFN of the expected kind and its typed card.
+
+    Args:
+        checkpoint: a path (run directory, .pt or .safetensors) or an already built PFN.
+        expect: the kind(s) the consumer can use (see ``KINDS``).
+        device: where to put the model.
+        what: the consumer's name, for the error message.
+
+    Raises:
+        CheckpointError: the checkpoint is of another kind, naming both and the consumer
+            that fits it.
+    """
+    from pfnkit.model import PFN
+
+    kinds = (expect,) if isinstance(expect, str) else tuple(expect)
+    for k in kinds:
+        if k not in KINDS:
+            raise ValueError(f"expect must be among {KINDS}. Got {k!r}.")
+    if isinstance(checkpoint, PFN):
+        model = checkpoint.to(device).eval()
+    else:
+        model = load_frozen(Path(os.fspath(checkpoint)), device)
+    card = PFNCard.of(model)
+    tasks = {"classification" if k == "classifier" else "regression" for k in kinds}
+    if card.kind is None and card.task not in tasks:
+        raise CheckpointError(
+            f"The checkpoint is a {card.task} PFN; {what or _KIND_USE[kinds[0]]} needs a "
+            f"{' or '.join(sorted(tasks))} one."
+        )
+    if card.kind is not None and card.kind not in kinds:
+        user = what or _KIND_USE[kinds[0]]
+        raise CheckpointError(
+            f"The checkpoint is a {card.kind} checkpoint (prior {card.prior.get('name', '?')!r}, "
+            f"a {card.task} PFN); {user} needs a {' or '.join(kinds)} one. Use it with "
+            f"{_KIND_USE[card.kind]}, or pass a checkpoint of the right kind."
+        )
+    return model, card

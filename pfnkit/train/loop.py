@@ -93,30 +93,42 @@ def model_config_for(prior: Any, config: PFNConfig) -> PFNConfig:
     return config
 
 
+def _source_to_dict(source: Any) -> dict[str, Any]:
+    to_dict = getattr(source, "to_dict", None)
+    if callable(to_dict):  # a real table describes itself (never its rows)
+        return dict(to_dict())
+    return prior_to_dict(source)
+
+
 class Trainer:
-    """Trains a PFN on a prior.
+    """The one training loop: pretraining on a prior, prompt tuning, fine-tuning.
 
     Args:
-        prior: any object with ``sample(shape, *, generator) -> Batch`` and a ``task``.
-        model_config: architecture; its ``task`` follows the prior.
+        prior: the data source: any object with ``sample(shape, *, generator) -> Batch``
+            and a ``task`` (a prior, or ``pfnkit.tuning.TableSource`` over one real table).
+        model_config: the architecture of a fresh PFN (its ``task`` follows the source), or
+            a built model to train (a PFN, or a module wrapping one that has the PFN's
+            ``inputs_of`` / ``loss_from_logits`` / ``aux_loss``).
         train_config: optimisation and bookkeeping.
         out_dir: run directory for checkpoints and metrics (None: keep in memory).
+        parameters: what to optimise (default: every parameter of the model that requires
+            grad): the prefix only for prompt tuning, some layers, or all of them.
         overwrite: allow ``out_dir`` to hold another run (it is replaced).
     """
 
     def __init__(
         self,
         prior: Any,
-        model_config: PFNConfig,
+        model_config: PFNConfig | nn.Module,
         train_config: TrainConfig,
         out_dir: str | Path | None = None,
         *,
+        parameters: Any = None,
         overwrite: bool = False,
         _state: dict[str, Any] | None = None,
     ) -> None:
         self.prior = prior
         self.train_config = train_config
-        self.model_config = model_config_for(prior, model_config)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None and _state is None and not overwrite:
             ckpt = self.out_dir / CHECKPOINT_NAME
@@ -133,16 +145,34 @@ class Trainer:
         self.bf16 = use_bf16(train_config.precision, self.device)
 
         torch.manual_seed(train_config.seed)
-        borders = None
-        if self.model_config.task == "regression":
-            borders = (
-                _state["state_dict"]["bar_distribution.borders"]
-                if _state is not None
-                else self._prior_borders()
+        if isinstance(model_config, nn.Module):
+            self.model: Any = model_config.to(self.device)
+            config = getattr(model_config, "config", None)
+            self.model_config = config if isinstance(config, PFNConfig) else None
+            if self.model_config is not None and self.model_config.task != prior.task:
+                raise InvalidConfigError(
+                    f"The model is a {self.model_config.task} PFN but the data source is a "
+                    f"{prior.task} one; give a model of the source's task."
+                )
+        else:
+            self.model_config = model_config_for(prior, model_config)
+            borders = None
+            if self.model_config.task == "regression":
+                borders = (
+                    _state["state_dict"]["bar_distribution.borders"]
+                    if _state is not None
+                    else self._prior_borders()
+                )
+            self.model = PFN(self.model_config, borders).to(self.device)
+        chosen = self.model.parameters() if parameters is None else parameters
+        self.parameters = [p for p in chosen if p.requires_grad]
+        if not self.parameters:
+            raise InvalidConfigError(
+                "The Trainer was given no parameter that requires grad; pass the parameters "
+                "to optimise (e.g. a prefix) or unfreeze some with requires_grad_(True)."
             )
-        self.model = PFN(self.model_config, borders).to(self.device)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
+            self.parameters,
             lr=train_config.lr,
             weight_decay=train_config.weight_decay,
             fused=self.device.type in ("cpu", "cuda"),
@@ -164,12 +194,22 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._ddp = DistributedDataParallel(self.model, device_ids=ids)
 
+    @property
+    def source(self) -> Any:
+        """The data source (a prior or a real table); ``prior`` is the historical name."""
+        return self.prior
+
+    def request_stop(self) -> None:
+        """Stop after the current step (a callback's way to end a run early)."""
+        self._stop = True
+
     # ------------------------------------------------------------------ sampling
 
     def _prior_borders(self) -> torch.Tensor:
         tc = self.train_config
         # big batches: per-call overhead dominates small priors at small training batches
         batch = max(tc.batch_size, math.ceil(8192 / tc.rows))
+        assert self.model_config is not None
         shape = BatchShape(batch, tc.rows, self.model_config.n_features, max(1, tc.rows // 2))
         per_batch = shape.batch_size * shape.n_rows
         n_batches = max(1, math.ceil(tc.border_samples / per_batch))
@@ -183,7 +223,8 @@ class Trainer:
 
     def batch_shape(self, single_eval_pos: int) -> BatchShape:
         tc = self.train_config
-        return BatchShape(tc.batch_size, tc.rows, self.model_config.n_features, single_eval_pos)
+        n_features = self.model_config.n_features if self.model_config is not None else 1
+        return BatchShape(tc.batch_size, tc.rows, n_features, single_eval_pos)
 
     def sample_batch(self, step: int, micro: int = 0) -> Any:
         """The batch of (step, micro-batch) for this rank: a pure function of the seed."""
@@ -205,7 +246,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        if self.model_config.dropout > 0:
+        if self.model_config is None or self.model_config.dropout > 0:
             # dropout masks become a function of (seed, step, rank): resume stays exact
             torch.manual_seed(step_seed(tc.seed, self.step, self.dist.rank) ^ 0x5EED)
         total = 0.0
@@ -216,7 +257,7 @@ class Trainer:
             (loss / tc.accumulate).backward()
             total += float(loss.detach())
         if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.parameters, tc.grad_clip)
         self.optimizer.step()
         self.step += 1
         self.last_loss = total / tc.accumulate
@@ -224,16 +265,22 @@ class Trainer:
 
     def _loss(self, batch: Any) -> torch.Tensor:
         # forward through the DDP wrapper (when there is one) so gradients are all-reduced
-        sep = batch.single_eval_pos
-        logits = self._ddp(batch.x, batch.y[:, :sep], n_features=batch.n_features)
+        logits = self._ddp(**self.model.inputs_of(batch))
         loss = self.model.loss_from_logits(logits, batch)
         aux = self.model.aux_loss()
         return loss if aux is None else loss + aux
 
-    def run(self, callback: Callable[[StepInfo], None] | None = None) -> dict[str, Any]:
+    def run(
+        self,
+        callback: Callable[[StepInfo], None] | None = None,
+        *,
+        max_seconds: float | None = None,
+    ) -> dict[str, Any]:
         """Train up to ``train_config.steps``; checkpoint every N steps and at the end.
 
         Ctrl-C stops after the current step and saves a checkpoint (a second Ctrl-C aborts).
+        ``max_seconds`` ends this session after that much wall time (a time budget);
+        a callback can end it with ``request_stop()``.
         """
         tc = self.train_config
         if self.out_dir is not None and self.dist.is_main:
@@ -265,6 +312,8 @@ class Trainer:
                     callback(StepInfo(self.step, tc.steps, loss, lr, self.elapsed, rate))
                 if self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
                     self.save()
+                if max_seconds is not None and time.perf_counter() - session_start >= max_seconds:
+                    break
         finally:
             restore()
         self.save()
@@ -274,8 +323,8 @@ class Trainer:
 
     def state(self, *, with_optimizer: bool = True) -> dict[str, Any]:
         payload: dict[str, Any] = {
-            "model_config": self.model_config.to_dict(),
-            "prior": prior_to_dict(self.prior),
+            "model_config": self.model_config.to_dict() if self.model_config else {},
+            "prior": _source_to_dict(self.prior),
             "train_config": self.train_config.to_dict(),
             "step": self.step,
             "world_size": self.dist.world_size,

@@ -1,0 +1,93 @@
+"""Test-time adaptation: how a frozen PFN meets a real table of any size.
+
+Context strategies decide what each ensemble member sees as context:
+
+- ``SubsampleContext`` ("subsample"): a random subset of the rows per member;
+- ``FullContext`` ("full"): every row in one context;
+- ``KNNContext`` ("knn"): each test row's k nearest training rows (LoCalPFN);
+  ``KNNContext(shared=True)`` ("knn-shared") shares contexts between nearby test rows;
+- ``TunedContext`` ("tuned"): learned prompt tokens on the frozen PFN (TuneTables).
+
+``FineTune`` (the estimators' ``fine_tune=``) trains the PFN itself on the table.
+``resolve_context`` turns an estimator's ``context=`` into a strategy; ``"auto"`` follows
+``AUTO_RULE``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pfnkit.exceptions import InvalidConfigError
+from pfnkit.tuning._base import ContextProblem, ContextStrategy, FittedContext
+from pfnkit.tuning.finetune import FineTune, fine_tune
+from pfnkit.tuning.knn import KNNContext
+from pfnkit.tuning.mixed import MixedContext
+from pfnkit.tuning.prompt import PromptedPFN, TunedContext
+from pfnkit.tuning.source import TableSource
+from pfnkit.tuning.subsample import FullContext, SubsampleContext
+
+CONTEXTS = ("auto", "subsample", "full", "knn", "knn-shared", "tuned")
+
+AUTO_RULE = (
+    "'auto': up to the checkpoint's training context limit every row is the context "
+    "(subsample and full coincide); above it, 'knn-shared' (local contexts shared by "
+    "nearby test rows)."
+)
+
+
+def resolve_context(spec: Any, n_rows: int, context_limit: int) -> Any:
+    """The strategy object for an estimator's ``context=`` value."""
+    if isinstance(spec, SubsampleContext | FullContext | KNNContext | TunedContext | MixedContext):
+        return spec
+    if not isinstance(spec, str) or spec not in CONTEXTS:
+        from pfnkit.registry import closest
+
+        hint = closest(str(spec), list(CONTEXTS)) if isinstance(spec, str) else None
+        raise InvalidConfigError(
+            f"The 'context' parameter must be one of {', '.join(map(repr, CONTEXTS))} or a "
+            f"strategy from pfnkit.tuning (SubsampleContext, FullContext, KNNContext, "
+            f"TunedContext). Got {spec!r} instead." + (f" Did you mean {hint!r}?" if hint else "")
+        )
+    if spec == "auto":
+        return SubsampleContext() if n_rows <= context_limit else KNNContext(shared=True)
+    return {
+        "subsample": SubsampleContext(),
+        "full": FullContext(),
+        "knn": KNNContext(),
+        "knn-shared": KNNContext(shared=True),
+        "tuned": TunedContext(),
+    }[spec]
+
+
+def resolve_fine_tune(spec: Any) -> FineTune | None:
+    """The FineTune options for an estimator's ``fine_tune=`` value (None: off)."""
+    if spec is None or spec is False:
+        return None
+    if spec is True:
+        return FineTune()
+    if isinstance(spec, FineTune):
+        return spec
+    raise InvalidConfigError(
+        "The 'fine_tune' parameter must be False, True or a pfnkit.tuning.FineTune(...). "
+        f"Got {spec!r} instead."
+    )
+
+
+__all__ = [
+    "AUTO_RULE",
+    "CONTEXTS",
+    "ContextProblem",
+    "ContextStrategy",
+    "FineTune",
+    "FittedContext",
+    "FullContext",
+    "KNNContext",
+    "MixedContext",
+    "PromptedPFN",
+    "SubsampleContext",
+    "TableSource",
+    "TunedContext",
+    "fine_tune",
+    "resolve_context",
+    "resolve_fine_tune",
+]
