@@ -10,8 +10,11 @@ Methods (``--methods``, comma-separated; default all):
   * pfn-subsample      context="subsample";
   * pfn-full           context="full" (skipped, with a note, above 3,000 training rows);
   * pfn-knn            context="knn" (exact kNN, default k);
-  * pfn-knn-shared     context="knn-shared";
+  * pfn-knn-fast       context="knn-fast" (kNN in graph mode, the fast variant);
+  * pfn-knn-shared     context="knn-shared" (LoCalPFN's clustered shared contexts);
+  * pfn-mixed-exact    MixedContext((SubsampleContext(), KNNContext())): auto with exact kNN;
   * pfn-tuned          context="tuned" (learned context tokens; ``context_.report`` saved);
+  * pfn-subsample-64   SubsampleContext(max_rows=64): the same context length as pfn-tuned;
   * pfn-finetune       fine_tune=FineTune(time_budget=60) (``fine_tune_report_`` saved);
   * pfn-subsample-pca  context="subsample", feature_reduction="pca" (only on > 64 features);
   * hgb                HistGradientBoosting (categoricals ordinal-encoded, NaN native);
@@ -104,7 +107,7 @@ from threadpoolctl import threadpool_limits
 
 import pfnkit
 from pfnkit import PFNClassifier, PFNRegressor
-from pfnkit.tuning import FineTune
+from pfnkit.tuning import FineTune, KNNContext, MixedContext, SubsampleContext
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path("runs/large_data/runs.jsonl")
@@ -116,8 +119,11 @@ PFN_METHODS: dict[str, dict[str, Any]] = {
     "pfn-subsample": {"context": "subsample"},
     "pfn-full": {"context": "full"},
     "pfn-knn": {"context": "knn"},
+    "pfn-knn-fast": {"context": "knn-fast"},
     "pfn-knn-shared": {"context": "knn-shared"},
+    "pfn-mixed-exact": {"context": MixedContext((SubsampleContext(), KNNContext()))},
     "pfn-tuned": {"context": "tuned"},
+    "pfn-subsample-64": {"context": SubsampleContext(max_rows=64)},
     "pfn-finetune": {"fine_tune": FineTune(time_budget=60)},
     "pfn-subsample-pca": {"context": "subsample", "feature_reduction": "pca"},
 }

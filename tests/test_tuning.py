@@ -197,7 +197,7 @@ def test_context_limit_is_the_train_config_rule():
 
 # ------------------------------------------------------------------ strategies
 
-STRATEGIES = ["subsample", "full", "knn", "knn-shared", "tuned", "auto"]
+STRATEGIES = ["subsample", "full", "knn", "knn-fast", "knn-shared", "tuned", "auto"]
 
 
 @pytest.mark.parametrize("context", STRATEGIES)
@@ -256,6 +256,35 @@ def test_knn_k_larger_than_the_table_and_single_class_neighbourhoods(ckpts):
         checkpoint=ckpts["classification"], n_estimators=2, context=KNNContext(k=10_000)
     ).fit(X, y)
     assert big.context_.n_context_rows == 60 and np.isfinite(big.predict_proba(X[:5])).all()
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_graph_knn_with_every_row_as_neighbour_equals_one_full_context(ckpts, task):
+    X, y = data(50, 4)
+    if task == "regression":
+        y = X[:, 0] + 0.1 * X[:, 1]
+    est_cls = PFNClassifier if task == "classification" else PFNRegressor
+    kw = {"checkpoint": ckpts[task], "n_estimators": 2}
+    graph = est_cls(context=KNNContext(k=40, mode="graph"), **kw).fit(X[:40], y[:40])
+    full = est_cls(context="full", **kw).fit(X[:40], y[:40])
+    a = graph._member_logits(full.encoder_.transform(X[40:]))
+    b = full._member_logits(full.encoder_.transform(X[40:]))
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_graph_knn_predicts_from_cached_keys_and_values(ckpts, monkeypatch):
+    X, y = data(300, 5)
+    est = PFNClassifier(checkpoint=ckpts["classification"], n_estimators=2, context="knn-fast").fit(
+        X[:250], y[:250]
+    )
+    first = est.predict_proba(X[250:])
+
+    def boom(*a, **k):
+        raise AssertionError("predict must not re-encode the training rows")
+
+    monkeypatch.setattr(est.model_, "encode_context", boom)
+    monkeypatch.setattr(est.model_, "forward", boom)
+    assert np.array_equal(first, est.predict_proba(X[250:]))
 
 
 def test_shared_knn_contexts_are_cached_at_fit(ckpts, monkeypatch):
@@ -432,6 +461,7 @@ def test_pca_feature_reduction_reads_every_column(ckpts):
         (lambda: FineTune(time_budget=0.0), "'time_budget' parameter of FineTune"),
         (lambda: FineTune(lr=float("inf")), "'lr' parameter of FineTune"),
         (lambda: KNNContext(scale="row"), "'scale' parameter of KNNContext"),
+        (lambda: KNNContext(mode="fast"), "'mode' parameter of KNNContext"),
         (lambda: MixedContext(()), "'strategies' parameter of MixedContext"),
     ],
 )

@@ -37,9 +37,11 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
             limit); the default k of kNN contexts.
         preprocessing: "alternate" (quantile, power, none in turn) or one of them for all.
         context: how each member's context is chosen (``pfnkit.tuning``): "auto" (the
-            default; see ``pfnkit.tuning.AUTO_RULE``), "subsample", "full", "knn",
-            "knn-shared", "tuned", or a strategy object such as ``KNNContext(k=128)`` or
-            ``TunedContext(n_tokens=64, time_budget=60)``.
+            default: all rows when they fit the checkpoint's context, else half the members
+            a subsample and half local kNN contexts; see ``pfnkit.tuning.AUTO_RULE``),
+            "subsample", "full", "knn" (exact), "knn-fast" (graph mode), "knn-shared"
+            (clustered), "tuned", or a strategy object such as ``KNNContext(k=50)``,
+            ``TunedContext(n_tokens=64, time_budget=60)`` or ``MixedContext((...))``.
         fine_tune: False (default), True, or ``pfnkit.tuning.FineTune(time_budget=...)``:
             fine-tune a copy of the PFN on this table first (early-stopped on a validation
             split; the zero-shot PFN is kept when fine-tuning does not beat it there).

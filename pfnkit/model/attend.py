@@ -66,13 +66,21 @@ def attend(
     backend: str = "sdpa",
     dropout_p: float = 0.0,
     chunk_rows: int = 0,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run the named attention backend.
 
     With ``chunk_rows`` > 0 the queries are processed in chunks of that many rows, which
     bounds the peak memory of kernels that materialise the (N, M) score matrix; rows are
-    independent, so the result is the same.
+    independent, so the result is the same. ``mask`` (broadcastable to (B, H, N, M), True =
+    attend) restricts each query to some of the keys (kNN contexts that share one key
+    block); it runs torch's SDPA, or the math reference with ``backend="math"``.
     """
+    if mask is not None:
+        if backend == "math":
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+            return scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     fn = ATTENTION_BACKENDS.get(backend)
     n = q.shape[-2]
     if chunk_rows <= 0 or n <= chunk_rows:

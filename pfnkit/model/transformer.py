@@ -73,12 +73,21 @@ class SplitAttention(nn.Module):
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, Nc, D)
         return k, v
 
-    def attend_kv(self, hq: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Queries from hq (B, N, E) attend to given keys/values; returns (B, N, E)."""
+    def attend_kv(
+        self,
+        hq: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Queries from hq (B, N, E) attend to given keys/values (only where ``mask``, when
+        given, is True); returns (B, N, E)."""
         b, n, e = hq.shape
         q = self.q(hq).view(b, n, self.n_heads, e // self.n_heads).transpose(1, 2)  # (B,H,N,D)
         p = self.dropout if self.training else 0.0
-        o = attend(q, k, v, backend=self.backend, dropout_p=p, chunk_rows=self.chunk_rows)
+        o = attend(
+            q, k, v, backend=self.backend, dropout_p=p, chunk_rows=self.chunk_rows, mask=mask
+        )
         return self.out(o.transpose(1, 2).reshape(b, n, e))
 
 
@@ -110,9 +119,15 @@ class PFNLayer(nn.Module):
         h_out = h[:, first:] + self.drop(self.attn(self.norm1(h), n_ctx, first))
         return h_out + self.drop(self.ffn(self.norm2(h_out)))
 
-    def forward_kv(self, h: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Update rows h (B, M, E) attending to cached context keys/values."""
-        h = h + self.drop(self.attn.attend_kv(self.norm1(h), k, v))
+    def forward_kv(
+        self,
+        h: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Update rows h (B, M, E) attending to cached context keys/values (see attend_kv)."""
+        h = h + self.drop(self.attn.attend_kv(self.norm1(h), k, v, mask))
         return h + self.drop(self.ffn(self.norm2(h)))
 
 

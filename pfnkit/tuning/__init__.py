@@ -5,7 +5,10 @@ Context strategies decide what each ensemble member sees as context:
 - ``SubsampleContext`` ("subsample"): a random subset of the rows per member;
 - ``FullContext`` ("full"): every row in one context;
 - ``KNNContext`` ("knn"): each test row's k nearest training rows (LoCalPFN);
-  ``KNNContext(shared=True)`` ("knn-shared") shares contexts between nearby test rows;
+  ``KNNContext(mode="graph")`` ("knn-fast") encodes every training row once with its own
+  neighbours and lets test rows attend to those; ``KNNContext(mode="clusters")``
+  ("knn-shared") shares a context among the test rows nearest a cluster centre;
+- ``MixedContext``: members split between strategies;
 - ``TunedContext`` ("tuned"): learned prompt tokens on the frozen PFN (TuneTables).
 
 ``FineTune`` (the estimators' ``fine_tune=``) trains the PFN itself on the table.
@@ -26,13 +29,22 @@ from pfnkit.tuning.prompt import PromptedPFN, TunedContext
 from pfnkit.tuning.source import TableSource
 from pfnkit.tuning.subsample import FullContext, SubsampleContext
 
-CONTEXTS = ("auto", "subsample", "full", "knn", "knn-shared", "tuned")
+CONTEXTS = ("auto", "subsample", "full", "knn", "knn-fast", "knn-shared", "tuned")
 
 AUTO_RULE = (
-    "'auto': up to the checkpoint's training context limit every row is the context "
-    "(subsample and full coincide); above it, 'knn-shared' (local contexts shared by "
-    "nearby test rows)."
+    "'auto': when every training row fits in the checkpoint's training context, one "
+    "context of all rows per member ('subsample' and 'full' coincide); above it, half the "
+    "members take a random subsample of rows (the table's global structure) and half "
+    "local kNN contexts in the fast 'graph' mode (the detail near each test row): "
+    "MixedContext((SubsampleContext(), KNNContext(mode='graph')))."
 )
+
+
+def auto_context(n_rows: int, context_limit: int) -> Any:
+    """The strategy "auto" picks for a table of n_rows (see ``AUTO_RULE``)."""
+    if n_rows <= context_limit:
+        return SubsampleContext()
+    return MixedContext((SubsampleContext(), KNNContext(mode="graph")))
 
 
 def resolve_context(spec: Any, n_rows: int, context_limit: int) -> Any:
@@ -49,12 +61,13 @@ def resolve_context(spec: Any, n_rows: int, context_limit: int) -> Any:
             f"TunedContext). Got {spec!r} instead." + (f" Did you mean {hint!r}?" if hint else "")
         )
     if spec == "auto":
-        return SubsampleContext() if n_rows <= context_limit else KNNContext(shared=True)
+        return auto_context(n_rows, context_limit)
     return {
         "subsample": SubsampleContext(),
         "full": FullContext(),
         "knn": KNNContext(),
-        "knn-shared": KNNContext(shared=True),
+        "knn-fast": KNNContext(mode="graph"),
+        "knn-shared": KNNContext(mode="clusters"),
         "tuned": TunedContext(),
     }[spec]
 
@@ -87,6 +100,7 @@ __all__ = [
     "SubsampleContext",
     "TableSource",
     "TunedContext",
+    "auto_context",
     "fine_tune",
     "resolve_context",
     "resolve_fine_tune",
