@@ -272,6 +272,23 @@ def test_graph_knn_with_every_row_as_neighbour_equals_one_full_context(ckpts, ta
     assert torch.allclose(a, b, atol=1e-4)
 
 
+def test_graph_knn_blocks_attend_each_row_to_exactly_its_own_neighbours():
+    from pfnkit.tuning.knn import _attend_blocks, _blocks, _layer_kv
+
+    model = small_pfn()
+    layer = model.pfn_layers[0]
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(300, 3)).astype(np.float32)
+    h = torch.randn(300, 32)
+    kv = _layer_kv(layer, torch.randn(500, 32))
+    rows = torch.as_tensor(np.stack([rng.permutation(500)[:12] for _ in range(300)]))
+    with torch.no_grad():
+        fast = _attend_blocks(layer, h, kv, _blocks(z, rows))
+        g = kv[rows].view(300, 12, 2, 2, 16).permute(2, 0, 3, 1, 4)  # per-row gather
+        ref = layer.forward_kv(h[:, None], g[0], g[1])[:, 0]
+    assert torch.allclose(fast, ref, atol=1e-5)
+
+
 def test_graph_knn_predicts_from_cached_keys_and_values(ckpts, monkeypatch):
     X, y = data(300, 5)
     est = PFNClassifier(checkpoint=ckpts["classification"], n_estimators=2, context="knn-fast").fit(

@@ -154,3 +154,19 @@ def chunked_predict(model: Any, cache: Any, x_test: np.ndarray, device: str) -> 
         xt = torch.as_tensor(x_test[:, start : start + step], dtype=torch.float32, device=device)
         outs.append(model.predict_cached(cache, xt).float().cpu())
     return torch.cat(outs, dim=1)
+
+
+def adaptation_config(problem: ContextProblem, **options: Any) -> Any:
+    """TrainConfig of an in-memory adaptation run (prompt or fine-tuning) on ``problem``:
+    fp32, no checkpoints or metric lines, seeded from the problem."""
+    from pfnkit.train import TrainConfig
+
+    return TrainConfig(
+        precision="fp32",
+        seed=problem.seed % 2**31,
+        device=problem.device,
+        checkpoint_every=10**9,
+        log_every=10**9,
+        warmup_steps=0,
+        **options,
+    )

@@ -22,6 +22,7 @@ import torch
 
 from pfnkit.tuning._base import (
     ContextProblem,
+    adaptation_config,
     check_float,
     check_int,
     stratified_rows,
@@ -78,7 +79,7 @@ def fine_tune(problem: ContextProblem, strategy: Any, options: FineTune) -> tupl
     Returns:
         (model, report) where report says what happened (losses, steps, seconds, kept).
     """
-    from pfnkit.train import TrainConfig, Trainer
+    from pfnkit.train import Trainer
 
     t0 = time.perf_counter()
     model = problem.model
@@ -115,19 +116,14 @@ def fine_tune(problem: ContextProblem, strategy: Any, options: FineTune) -> tupl
     for p in tuned.parameters():
         p.requires_grad_(True)
     rows = min(train.n_rows, problem.context_limit + max(1, problem.context_limit // 8))
-    config = TrainConfig(
+    config = adaptation_config(
+        problem,
         steps=options.max_steps,
         batch_size=options.batch_size,
         rows=max(2, rows),
         min_context=max(1, min(16, rows // 4)),
         lr=options.lr,
-        warmup_steps=0,
         min_lr_ratio=1.0,
-        precision="fp32",
-        seed=problem.seed % 2**31,
-        device=problem.device,
-        checkpoint_every=10**9,
-        log_every=10**9,
     )
     trainer = Trainer(source, tuned, config)
     stopper = EarlyStopping(

@@ -323,22 +323,6 @@ class GraphContext:
             self.kv.append(self._encode_training_rows(b, rows))
         return self
 
-    def _embed(self, b: int, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Tokens (m, E) of rows x (m, f) whose contexts are the training rows ``rows``."""
-        model = self.problem.model
-        enc = model.x_encoder
-        stats = None
-        if enc.normalize:
-            if self.global_stats is not None:
-                g = self.global_stats[b]
-                stats = (g[0].expand(len(x), -1, -1), g[1].expand(len(x), -1, -1))
-            else:
-                stats = enc.context_stats(self._x(b)[rows])  # each row's own neighbourhood
-        return enc(x[:, None], None, stats=stats)[:, 0]
-
-    def _x(self, b: int) -> torch.Tensor:
-        return self.problem.tensor(self.problem.x[b])
-
     @torch.no_grad()
     def _encode_training_rows(self, b: int, rows: torch.Tensor) -> list[torch.Tensor]:
         p, model = self.problem, self.problem.model

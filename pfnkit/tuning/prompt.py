@@ -23,6 +23,7 @@ from torch import nn
 
 from pfnkit.tuning._base import (
     ContextProblem,
+    adaptation_config,
     check_float,
     check_int,
     stratified_rows,
@@ -160,7 +161,7 @@ class TunedContext:
         check_int(owner, "patience", self.patience, 1)
 
     def fit(self, problem: ContextProblem) -> TunedFitted:
-        from pfnkit.train import TrainConfig, Trainer
+        from pfnkit.train import Trainer
 
         t0 = time.perf_counter()
         model = problem.model
@@ -218,19 +219,14 @@ class TunedContext:
             with torch.no_grad():
                 return module.row_losses(module(**module.inputs_of(val_batch)), val_batch)
 
-        config = TrainConfig(
+        config = adaptation_config(
+            problem,
             steps=self.max_steps,
             batch_size=b,
             rows=max(2, min(self.batch_rows, train_idx.size)),
             lr=self.lr,
-            warmup_steps=0,
             min_lr_ratio=0.1,
             grad_clip=1.0,
-            precision="fp32",
-            seed=problem.seed % 2**31,
-            device=problem.device,
-            checkpoint_every=10**9,
-            log_every=10**9,
         )
         trainer = Trainer(train_src, module, config, parameters=module.trainable())
         stopper = EarlyStopping(
