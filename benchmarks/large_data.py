@@ -12,7 +12,8 @@ Methods (``--methods``, comma-separated; default all):
   * pfn-knn            context="knn" (exact kNN, default k);
   * pfn-knn-fast       context="knn-fast" (kNN in graph mode, the fast variant);
   * pfn-knn-shared     context="knn-shared" (LoCalPFN's clustered shared contexts);
-  * pfn-mixed-exact    MixedContext((SubsampleContext(), KNNContext())): auto with exact kNN;
+  * pfn-mixed-exact    MixedContext((SubsampleContext(), KNNContext())): subsample + exact kNN;
+  * pfn-mixed-graph    MixedContext((SubsampleContext(), KNNContext(mode="graph")));
   * pfn-tuned          context="tuned" (learned context tokens; ``context_.report`` saved);
   * pfn-subsample-64   SubsampleContext(max_rows=64): the same context length as pfn-tuned;
   * pfn-finetune       fine_tune=FineTune(time_budget=60) (``fine_tune_report_`` saved);
@@ -122,6 +123,7 @@ PFN_METHODS: dict[str, dict[str, Any]] = {
     "pfn-knn-fast": {"context": "knn-fast"},
     "pfn-knn-shared": {"context": "knn-shared"},
     "pfn-mixed-exact": {"context": MixedContext((SubsampleContext(), KNNContext()))},
+    "pfn-mixed-graph": {"context": MixedContext((SubsampleContext(), KNNContext(mode="graph")))},
     "pfn-tuned": {"context": "tuned"},
     "pfn-subsample-64": {"context": SubsampleContext(max_rows=64)},
     "pfn-finetune": {"fine_tune": FineTune(time_budget=60)},

@@ -338,15 +338,27 @@ def test_tuned_context_trains_a_small_prompt_and_predicts_from_the_cache(monkeyp
     assert np.array_equal(first, est.predict_proba(X[500:]))
 
 
-def test_default_tuned_prompts_train_under_five_percent_of_the_bundled_pfn():
-    est = PFNClassifier(context="tuned")
+def test_default_prompts_train_under_five_percent_of_the_bundled_pfn():
     from pfnkit.estimators._base import load_model
+    from pfnkit.tuning import auto_context
 
-    model, _ = load_model("default", "classification", "cpu")
+    model, card = load_model("default", "classification", "cpu")
+    n_params = sum(p.numel() for p in model.parameters())
     t = TunedContext()
-    trained = t.n_prompts * t.n_tokens * model.config.d_model
-    assert trained < 0.05 * sum(p.numel() for p in model.parameters())
-    assert est.context == "tuned"
+    assert t.n_prompts * t.n_tokens * model.config.d_model < 0.05 * n_params
+    # auto: half of the 8 default members get a prompt each
+    auto = auto_context(10_000, card.context_limit)
+    tuned = auto.strategies[1].for_members(4)
+    assert tuned.n_prompts * tuned.n_tokens * model.config.d_model < 0.05 * n_params
+
+
+def test_auto_rule_all_rows_when_they_fit_else_subsample_and_prompts():
+    from pfnkit.tuning import auto_context
+
+    assert isinstance(auto_context(336, 336), SubsampleContext)
+    mixed = auto_context(337, 336)
+    assert isinstance(mixed, MixedContext)
+    assert [type(s) for s in mixed.strategies] == [SubsampleContext, TunedContext]
 
 
 def test_tuned_prompt_improves_on_its_own_subsample_start():

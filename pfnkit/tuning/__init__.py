@@ -34,9 +34,8 @@ CONTEXTS = ("auto", "subsample", "full", "knn", "knn-fast", "knn-shared", "tuned
 AUTO_RULE = (
     "'auto': when every training row fits in the checkpoint's training context, one "
     "context of all rows per member ('subsample' and 'full' coincide); above it, half the "
-    "members take a random subsample of rows (the table's global structure) and half "
-    "local kNN contexts in the fast 'graph' mode (the detail near each test row): "
-    "MixedContext((SubsampleContext(), KNNContext(mode='graph')))."
+    "members a random subsample of rows and half a learned prompt (one per member): "
+    "MixedContext((SubsampleContext(), TunedContext(n_tokens=48)))."
 )
 
 
@@ -44,7 +43,8 @@ def auto_context(n_rows: int, context_limit: int) -> Any:
     """The strategy "auto" picks for a table of n_rows (see ``AUTO_RULE``)."""
     if n_rows <= context_limit:
         return SubsampleContext()
-    return MixedContext((SubsampleContext(), KNNContext(mode="graph")))
+    # 48 tokens: four prompts stay under 5 % of the bundled PFN's parameters
+    return MixedContext((SubsampleContext(), TunedContext(n_tokens=48)))
 
 
 def resolve_context(spec: Any, n_rows: int, context_limit: int) -> Any:

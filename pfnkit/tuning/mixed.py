@@ -64,7 +64,8 @@ class MixedContext:
                     "seed": problem.seed + 104729 * i,
                 }
             )
-            groups.append((members, s.fit(sub)))
+            resize = getattr(s, "for_members", None)  # e.g. one prompt per member
+            groups.append((members, (resize(members.size) if resize else s).fit(sub)))
         return MixedFitted(groups, problem.n_members)
 
 

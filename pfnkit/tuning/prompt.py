@@ -14,7 +14,7 @@ Shape legend: B members, P prompt tokens, Q query rows, f features, E d_model, K
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -148,6 +148,10 @@ class TunedContext:
     @property
     def max_members(self) -> int:
         return self.n_prompts
+
+    def for_members(self, n_members: int) -> TunedContext:
+        """The same options with one prompt per member (inside a MixedContext)."""
+        return replace(self, n_prompts=n_members)
 
     def __post_init__(self) -> None:
         owner = "TunedContext"
