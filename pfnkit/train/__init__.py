@@ -2,8 +2,10 @@
 
 from pfnkit.train.checkpoint import (
     FORMAT_VERSION,
+    PFNCard,
     export_safetensors,
     load_checkpoint,
+    load_pfn,
     read_checkpoint,
     save_checkpoint,
 )
@@ -13,11 +15,13 @@ from pfnkit.train.schedule import lr_at
 
 __all__ = [
     "FORMAT_VERSION",
+    "PFNCard",
     "StepInfo",
     "TrainConfig",
     "Trainer",
     "export_safetensors",
     "load_checkpoint",
+    "load_pfn",
     "lr_at",
     "read_checkpoint",
     "save_checkpoint",
