@@ -261,7 +261,10 @@ def test_cli_extrapolate_table_and_plot(tmp_path):
         ("a\n0.1\nx\n", ["--at", "5"], "not a number"),
         ("0.1\n0.2\n", [], "--at"),
         ("0.1\n0.2\n", ["--at", "5", "--high", "big"], "--high"),
-        ("0.1\n\n0.3\n0.2\n", ["--at", "5"], None),
+        ("0.1\n\n0.3\n0.2\n", ["--at", "5"], "step 2 (line 2, a blank line)"),
+        ("a,b\n0.1,0.2\n,\n0.3,0.4\n", ["--at", "5"], "'a' has no value at step 2"),
+        ("0.1,0.2\n0.3\n0.4,0.5\n", ["--at", "5"], "'curve1' has no value at step 2"),
+        ("0.1\n0.3\n0.2\n\n\n", ["--at", "5"], None),
     ],
 )
 def test_cli_extrapolate_bad_input(tmp_path, content, args, match):
@@ -270,11 +273,41 @@ def test_cli_extrapolate_bad_input(tmp_path, content, args, match):
     csv = tmp_path / "c.csv"
     csv.write_text(content)
     r = CliRunner().invoke(cli_app.app, ["curves", "extrapolate", str(csv), *args])
-    if match is None:  # blank lines are skipped, trailing empty cells end a curve
+    if match is None:  # trailing blank lines and empty cells end a curve
         assert r.exit_code == 0, r.output
         return
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert match in r.output
+
+
+def test_read_curves_keeps_every_value_at_its_step(tmp_path):
+    """A blank line is a row of missing values: it never moves later values earlier."""
+    from pfnkit.cli.curves import read_curves
+
+    csv = tmp_path / "c.csv"
+    csv.write_text("\n\nrun_a,run_b\n0.1,0.5\n0.2,0.6\n0.3,\n \n\n")
+    names, curves = read_curves(csv)
+    assert names == ["run_a", "run_b"]
+    assert curves[0].tolist() == [0.1, 0.2, 0.3] and curves[1].tolist() == [0.5, 0.6]
+    csv.write_text("0.1\n0.2\n\n0.4\n")  # was read as [0.1, 0.2, 0.4]: a shifted curve
+    with pytest.raises(InvalidConfigError, match=r"step 3 \(line 3, a blank line\)"):
+        read_curves(csv)
+    csv.write_text("\n0.1\n0.2\n")  # a leading blank line without a header is step 1
+    with pytest.raises(InvalidConfigError, match="no value at step 1"):
+        read_curves(csv)
+    csv.write_bytes("\ufeffloss\n0.5\n0.4\n".encode())  # a BOM is not part of the name
+    assert read_curves(csv)[0] == ["loss"]
+
+
+def test_cli_extrapolate_non_utf8_file_is_one_line(tmp_path):
+    from pfnkit.cli import app as cli_app
+
+    csv = tmp_path / "c.csv"
+    csv.write_bytes("acc\u00e9\n0.1\n0.2\n".encode("latin-1"))
+    r = CliRunner().invoke(cli_app.app, ["curves", "extrapolate", str(csv), "--at", "5"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "not UTF-8" in r.output and "Save the CSV as UTF-8" in r.output
+    assert len(r.output.strip().splitlines()) == 1
 
 
 def test_readme_learning_curve_example_runs():

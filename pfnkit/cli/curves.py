@@ -20,8 +20,10 @@ def read_curves(path: Path) -> tuple[list[str], list[Any]]:
     """Curves from a CSV file: one column per curve, one row per step (1, 2, ...).
 
     A first row that is not numeric is a header naming the curves. Shorter curves leave
-    their trailing cells empty; an empty cell inside a curve is a missing value (an error
-    later, naming the step).
+    their trailing cells empty. An empty cell inside a curve, or a blank line between
+    rows, is a missing value: the row keeps its step (later values never move earlier),
+    and since the LC-PFN reads no missing steps, it is an error naming the column, step
+    and line. The file must be UTF-8 text.
     """
     import numpy as np
 
@@ -29,8 +31,30 @@ def read_curves(path: Path) -> tuple[list[str], list[Any]]:
 
     if not path.is_file():
         raise InvalidConfigError(f"FILE '{path}' does not exist. Give a CSV of curve values.")
-    with path.open(newline="") as f:
-        rows = [r for r in csv.reader(f) if any(cell.strip() for cell in r)]
+    rows: list[list[str]] = []
+    lines: list[int] = []  # the file line each row ends on, for error messages
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            for r in reader:
+                rows.append(r)
+                lines.append(reader.line_num)
+    except UnicodeDecodeError as e:
+        raise InvalidConfigError(
+            f"FILE '{path}' is not UTF-8 text (byte {e.start} cannot be decoded). "
+            "Save the CSV as UTF-8."
+        ) from None
+    except (OSError, csv.Error) as e:
+        raise InvalidConfigError(f"FILE '{path}' cannot be read as CSV: {e}") from None
+
+    def blank(r: list[str]) -> bool:
+        return not any(cell.strip() for cell in r)
+
+    # a blank line is a row of missing values; only trailing ones (and ones before a
+    # header) carry nothing
+    while rows and blank(rows[-1]):
+        rows.pop()
+        lines.pop()
     if not rows:
         raise InvalidConfigError(f"FILE '{path}' holds no values.")
 
@@ -43,9 +67,11 @@ def read_curves(path: Path) -> tuple[list[str], list[Any]]:
         except ValueError:
             return None
 
-    header = rows[0]
+    first = next(i for i, r in enumerate(rows) if not blank(r))
+    header = rows[first]
     if all(number(c) is None for c in header):
-        names, rows = [c.strip() or f"curve{i}" for i, c in enumerate(header)], rows[1:]
+        names = [c.strip() or f"curve{i}" for i, c in enumerate(header)]
+        rows, lines = rows[first + 1 :], lines[first + 1 :]
     else:
         names = [f"curve{i}" for i in range(max(len(r) for r in rows))]
     curves: list[Any] = []
@@ -55,10 +81,18 @@ def read_curves(path: Path) -> tuple[list[str], list[Any]]:
             cells.pop()
         values = []
         for i, cell in enumerate(cells):
-            v = number(cell) if cell else float("nan")
+            if not cell:
+                raise InvalidConfigError(
+                    f"FILE '{path}': column {name!r} has no value at step {i + 1} (line "
+                    f"{lines[i]}{', a blank line' if blank(rows[i]) else ''}) but has values "
+                    "after it; the LC-PFN cannot read a missing step. Fill in the value, or "
+                    "give only the steps up to it."
+                )
+            v = number(cell)
             if v is None:
                 raise InvalidConfigError(
-                    f"FILE '{path}': column {name!r}, step {i + 1} holds {cell!r}, not a number."
+                    f"FILE '{path}': column {name!r}, step {i + 1} (line {lines[i]}) holds "
+                    f"{cell!r}, not a number."
                 )
             values.append(v)
         curves.append(np.asarray(values, dtype=np.float64))
