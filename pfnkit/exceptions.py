@@ -24,3 +24,7 @@ class CheckpointError(PfnkitError):
 
 class BatchError(PfnkitError, ValueError):
     """A prior produced a batch whose fields do not agree with each other."""
+
+
+class TrainingDivergedError(PfnkitError):
+    """Training produced a non-finite loss, gradient or weight; nothing non-finite is saved."""

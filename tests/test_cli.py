@@ -391,3 +391,22 @@ def test_evaluate_csv_without_pandas_says_how_to_install(clf_csv, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas -> ImportError
     assert "pip install pandas" in one_error_line(invoke("evaluate", clf_csv, "--target", "y"))
+
+
+# ---------------------------------------------------------------- issue 12: training
+
+
+@pytest.mark.parametrize("lr", ["inf", "1e30"])
+def test_diverging_resume_exits_non_zero_and_keeps_checkpoint(gp_run, lr):
+    before = torch.load(gp_run / "checkpoint.pt", weights_only=True)
+    r = invoke("train-prior", "--resume", gp_run, "--steps", 6, "--lr", lr, "--quiet")
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    # the "Resuming ..." banner comes first; then one error line
+    msg = " ".join(r.output.split("Error:", 1)[1].split())
+    if lr == "inf":
+        assert "'lr' training parameter must be a finite number" in msg
+    else:
+        assert "diverged" in msg and "--lr" in msg and "--resume" in msg
+    after = torch.load(gp_run / "checkpoint.pt", weights_only=True)
+    assert after["step"] == before["step"] == 3
+    assert all(torch.equal(after["state_dict"][k], v) for k, v in before["state_dict"].items())

@@ -161,3 +161,93 @@ def test_unknown_device_is_a_clear_error(tiny_model_kwargs, tiny_train_kwargs):
     m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, device="tpu")
     with pytest.raises(InvalidConfigError, match="device must be"):
         Trainer(GPPrior(), m, t)
+
+
+# ---------------------------------------------------------------- divergence (issue 12)
+
+
+def _params_equal(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("lr", [math.inf, math.nan, -math.inf])
+def test_train_config_rejects_non_finite_floats(lr):
+    with pytest.raises(InvalidConfigError, match="'lr' training parameter must be a finite"):
+        TrainConfig(lr=lr)
+    with pytest.raises(InvalidConfigError, match="'grad_clip'"):
+        TrainConfig(grad_clip=math.inf)
+    with pytest.raises(InvalidConfigError, match="'weight_decay'"):
+        TrainConfig(weight_decay=math.nan)
+
+
+def test_diverging_run_keeps_the_last_good_checkpoint(
+    tmp_path, tiny_model_kwargs, tiny_train_kwargs
+):
+    from pfnkit.exceptions import PfnkitError, TrainingDivergedError
+
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=2)
+    Trainer(GPPrior(), m, t, tmp_path).run()
+    good = read_checkpoint(tmp_path)
+    resumed = Trainer.resume(tmp_path, steps=6, train_overrides={"lr": 1e30})
+    with pytest.raises(TrainingDivergedError, match="--resume") as e:
+        resumed.run()
+    assert isinstance(e.value, PfnkitError) and "\n" not in str(e.value)
+    after = read_checkpoint(tmp_path)
+    assert after["step"] == 2 and _params_equal(after["state_dict"], good["state_dict"])
+    assert all(torch.isfinite(v).all() for v in after["state_dict"].values())
+
+
+def test_non_finite_loss_stops_before_the_update(tiny_model_kwargs, tiny_train_kwargs, monkeypatch):
+    from pfnkit.exceptions import TrainingDivergedError
+
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=4)
+    trainer = Trainer(GPPrior(), m, t)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    monkeypatch.setattr(trainer, "_loss", lambda batch: torch.tensor(math.nan, requires_grad=True))
+    with pytest.raises(TrainingDivergedError, match="loss"):
+        trainer.train_step()
+    assert _params_equal(trainer.model.state_dict(), before) and trainer.step == 0
+
+
+def test_save_refuses_non_finite_weights(tmp_path, tiny_model_kwargs, tiny_train_kwargs):
+    from pfnkit.exceptions import TrainingDivergedError
+
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=1)
+    trainer = Trainer(GPPrior(), m, t, tmp_path)
+    trainer.run()
+    good = read_checkpoint(tmp_path)
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(math.nan)
+    with pytest.raises(TrainingDivergedError, match="not saved"):
+        trainer.save()
+    assert _params_equal(read_checkpoint(tmp_path)["state_dict"], good["state_dict"])
+
+
+def test_skip_non_finite_steps(tmp_path, tiny_model_kwargs, tiny_train_kwargs, monkeypatch):
+    from pfnkit.exceptions import TrainingDivergedError
+
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=6, on_nonfinite="skip")
+    trainer = Trainer(GPPrior(), m, t, tmp_path)
+    real = trainer._loss
+    bad_steps = {1, 3}
+    monkeypatch.setattr(
+        trainer,
+        "_loss",
+        lambda batch: real(batch) * (math.nan if trainer.step in bad_steps else 1.0),
+    )
+    result = trainer.run()
+    assert result["step"] == 6 and trainer.skipped_steps == 2 and math.isfinite(result["loss"])
+    saved = read_checkpoint(tmp_path)
+    assert saved["metrics"]["skipped_steps"] == 2
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
+    # a run that stays non-finite still stops, in skip mode too
+    trainer = Trainer(GPPrior(), m, dataclasses_replace(t, steps=40))
+    monkeypatch.setattr(trainer, "_loss", lambda batch: torch.tensor(math.nan, requires_grad=True))
+    with pytest.raises(TrainingDivergedError, match="in a row"):
+        trainer.run()
+
+
+def dataclasses_replace(obj, **kw):
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)

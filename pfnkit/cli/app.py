@@ -61,6 +61,13 @@ def train_prior(
     precision: Annotated[str | None, typer.Option(help="fp32, bf16 or auto.")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    on_nonfinite: Annotated[
+        str | None,
+        typer.Option(
+            help="A step with a non-finite loss or gradient: stop (keep the last good "
+            "checkpoint, exit 1) or skip its update (10 in a row still stop)."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -94,6 +101,7 @@ def train_prior(
             device=device,
             precision=precision,
             checkpoint_every=checkpoint_every,
+            on_nonfinite=on_nonfinite,
         )
         if resume is not None:
             if prior_or_recipe is not None or prior is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -10,6 +11,9 @@ from pfnkit.exceptions import InvalidConfigError
 from pfnkit.model.config import check_fields
 
 Precision = Literal["auto", "fp32", "bf16"]
+OnNonFinite = Literal["stop", "skip"]
+# in "skip" mode, this many non-finite steps in a row still stop the run: it has diverged
+MAX_SKIPPED_IN_A_ROW = 10
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,9 @@ class TrainConfig:
         checkpoint_every: save a checkpoint every this many steps (and at the end).
         log_every: write a metrics line every this many steps.
         border_samples: prior targets sampled to place the bar-distribution borders.
+        on_nonfinite: what a step with a non-finite loss or gradient does: "stop" the run
+            with ``TrainingDivergedError`` (the last good checkpoint is kept), or "skip"
+            the update and go on (up to 10 such steps in a row, then stop).
     """
 
     steps: int = 2000
@@ -53,6 +60,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     border_samples: int = 200_000
+    on_nonfinite: OnNonFinite = "stop"
 
     def __post_init__(self) -> None:
         for name in (
@@ -86,6 +94,13 @@ class TrainConfig:
                 f"min_context ({self.min_context}) must be <= max_context "
                 f"({self.context_range[1]})."
             )
+        for name in ("lr", "weight_decay", "min_lr_ratio", "grad_clip"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise InvalidConfigError(
+                    f"The '{name}' training parameter must be a finite number. Got {v!r}; "
+                    f"give a number such as {getattr(TrainConfig, name)!r}."
+                )
         if not self.lr > 0:
             raise InvalidConfigError(f"The 'lr' training parameter must be > 0. Got {self.lr}.")
         if self.weight_decay < 0 or self.grad_clip < 0:
@@ -94,6 +109,10 @@ class TrainConfig:
             raise InvalidConfigError(f"warmup_steps must be >= 0. Got {self.warmup_steps}.")
         if not 0 <= self.min_lr_ratio <= 1:
             raise InvalidConfigError(f"min_lr_ratio must be in [0, 1]. Got {self.min_lr_ratio}.")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise InvalidConfigError(
+                f"on_nonfinite must be 'stop' or 'skip'. Got {self.on_nonfinite!r}."
+            )
         if self.precision not in ("auto", "fp32", "bf16"):
             raise InvalidConfigError(
                 f"precision must be 'auto', 'fp32' or 'bf16'. Got {self.precision!r}."

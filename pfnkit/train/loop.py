@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pfnkit.exceptions import CheckpointError, InvalidConfigError
+from pfnkit.exceptions import CheckpointError, InvalidConfigError, TrainingDivergedError
 from pfnkit.model import PFN, PFNConfig, borders_from_targets
 from pfnkit.priors import BatchShape, build_prior, prior_to_dict, step_generator, step_seed
 from pfnkit.train.checkpoint import (
@@ -27,7 +27,7 @@ from pfnkit.train.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from pfnkit.train.config import TrainConfig
+from pfnkit.train.config import MAX_SKIPPED_IN_A_ROW, TrainConfig
 from pfnkit.train.distributed import (
     DistInfo,
     any_across_ranks,
@@ -180,6 +180,9 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0  # training wall time over all sessions of the run
         self.last_loss = math.nan
+        self.skipped_steps = 0  # steps skipped for a non-finite loss/gradient (on_nonfinite="skip")
+        self._skipped_in_a_row = 0
+        self.saved_step: int | None = None  # step of the last checkpoint on disk
         self._stop = False
         if _state is not None:
             self.model.load_state_dict(_state["state_dict"])
@@ -187,6 +190,8 @@ class Trainer:
             self.step = int(_state["step"])
             self.elapsed = float(_state.get("metrics", {}).get("wall_time", 0.0))
             self.last_loss = float(_state.get("metrics", {}).get("loss", math.nan))
+            self.skipped_steps = int(_state.get("metrics", {}).get("skipped_steps", 0))
+            self.saved_step = self.step
         self._ddp: nn.Module = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -256,12 +261,61 @@ class Trainer:
                 loss = self._loss(batch)
             (loss / tc.accumulate).backward()
             total += float(loss.detach())
+        loss_value = total / tc.accumulate
         if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.parameters, tc.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(self.parameters, tc.grad_clip)
+        else:
+            grads = [p.grad for p in self.parameters if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads)
+        bad = not math.isfinite(loss_value) or not bool(torch.isfinite(norm))
+        # every rank takes the same decision (the losses differ per rank)
+        if any_across_ranks(bad, self.dist, self.device):
+            self.optimizer.zero_grad(set_to_none=True)
+            what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+            if tc.on_nonfinite == "skip" and self._skipped_in_a_row < MAX_SKIPPED_IN_A_ROW - 1:
+                self._skipped_in_a_row += 1
+                self.skipped_steps += 1
+                log.warning("step %d: non-finite %s; update skipped", self.step, what)
+                self.step += 1
+                return self.last_loss
+            in_a_row = (
+                f" ({MAX_SKIPPED_IN_A_ROW} steps in a row)" if tc.on_nonfinite == "skip" else ""
+            )
+            raise self._diverged(f"the {what} became non-finite at step {self.step}{in_a_row}")
         self.optimizer.step()
         self.step += 1
-        self.last_loss = total / tc.accumulate
+        self._skipped_in_a_row = 0
+        if not self._weights_finite():
+            raise self._diverged(f"the update of step {self.step} made the weights non-finite")
+        self.last_loss = loss_value
         return self.last_loss
+
+    def _weights_finite(self) -> bool:
+        # one device sync for all tensors
+        flags = [torch.isfinite(p.detach()).all() for p in self.model.parameters()]
+        return bool(torch.stack(flags).all()) if flags else True
+
+    def _diverged(self, what: str) -> TrainingDivergedError:
+        lr = self.train_config.lr
+        lower = lr / 10 if lr <= 1e-2 else TrainConfig.lr  # a large lr: suggest the default
+        if self.out_dir is None:
+            kept = "nothing was saved"
+        elif self.saved_step is None:
+            kept = f"no checkpoint was saved in '{self.out_dir}' yet"
+        else:
+            kept = (
+                f"the last good checkpoint (step {self.saved_step}) in '{self.out_dir}' is kept; "
+                f"continue with `pfnkit train-prior --resume {self.out_dir} --lr {lower:g}`"
+            )
+        skip = (
+            ""
+            if self.train_config.on_nonfinite == "skip"
+            else ", or skip rare bad steps with --on-nonfinite skip"
+        )
+        return TrainingDivergedError(
+            f"Training diverged: {what} (lr {lr:g}). Nothing non-finite was saved: {kept}. "
+            f"Lower --lr (or lengthen the warm-up){skip}."
+        )
 
     def _loss(self, batch: Any) -> torch.Tensor:
         # forward through the DDP wrapper (when there is one) so gradients are all-reduced
@@ -335,6 +389,7 @@ class Trainer:
                 * self.train_config.batch_size
                 * self.train_config.accumulate
                 * self.dist.world_size,
+                "skipped_steps": self.skipped_steps,
             },
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
         }
@@ -345,8 +400,13 @@ class Trainer:
     def save(self) -> Path | None:
         """Write the checkpoint atomically (main rank only); returns its path."""
         path = None
+        if self.out_dir is not None and not self._weights_finite():
+            raise self._diverged(
+                f"the weights at step {self.step} are non-finite and were not saved"
+            )
         if self.out_dir is not None and self.dist.is_main:
             path = save_checkpoint(self.out_dir, self.state())
+            self.saved_step = self.step
             log.info("saved %s at step %d", path, self.step)
         barrier(self.dist)
         return path
