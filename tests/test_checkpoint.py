@@ -93,3 +93,56 @@ def test_checkpoint_with_an_unknown_block_is_a_clear_error(run, tmp_path):
     torch.save(data, tmp_path / "future.pt")
     with pytest.raises(CheckpointError, match="Unknown FFN block 'hyperffn'.*Upgrade pfnkit"):
         pfnkit.load_checkpoint(tmp_path / "future.pt")
+
+
+# ---------------------------------------------------------------- issue 12: malformed files
+
+
+@pytest.mark.parametrize("version", ["1", 1.0, True, -1, 0, None])
+def test_malformed_format_version_is_refused_as_malformed(run, tmp_path, version):
+    data = torch.load(run / "checkpoint.pt", weights_only=True)
+    data["format_version"] = version
+    torch.save(data, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="malformed format_version") as e:
+        pfnkit.load_checkpoint(tmp_path / "odd.pt")
+    assert "Upgrade" not in str(e.value)
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.getpid, ())
+
+
+class _Custom:
+    pass
+
+
+@pytest.mark.parametrize("payload", [_Evil(), _Custom()])
+def test_pickle_refused_by_weights_only_is_reported_as_unsafe(run, tmp_path, payload):
+    data = torch.load(run / "checkpoint.pt", weights_only=True)
+    data["extra"] = payload
+    torch.save(data, tmp_path / "unsafe.pt")
+    with pytest.raises(CheckpointError, match="refused for safety") as e:
+        pfnkit.load_checkpoint(tmp_path / "unsafe.pt")
+    assert "corrupt" not in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("model_config", [1, 2]),
+        ("metrics", "fast"),
+        ("train_config", 3),
+        ("prior", ["gp"]),
+        ("state_dict", {"w": 1}),
+        ("step", "3"),
+    ],
+)
+def test_fields_of_the_wrong_type_are_refused(run, tmp_path, key, value):
+    data = torch.load(run / "checkpoint.pt", weights_only=True)
+    data[key] = value
+    torch.save(data, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match=f"'{key}'"):
+        pfnkit.load_checkpoint(tmp_path / "odd.pt")

@@ -410,3 +410,21 @@ def test_diverging_resume_exits_non_zero_and_keeps_checkpoint(gp_run, lr):
     after = torch.load(gp_run / "checkpoint.pt", weights_only=True)
     assert after["step"] == before["step"] == 3
     assert all(torch.equal(after["state_dict"][k], v) for k, v in before["state_dict"].items())
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("metrics", "fast", "'metrics'"),
+        ("model_config", [1], "'model_config'"),
+        ("format_version", "1", "malformed format_version"),
+        ("model_config", {"d_model": -4}, "invalid model config"),
+    ],
+)
+def test_info_agrees_with_the_loader(gp_run, tmp_path, key, value, expected):
+    data = torch.load(gp_run / "checkpoint.pt", weights_only=True)
+    data[key] = value
+    torch.save(data, tmp_path / "odd.pt")
+    with pytest.raises(pfnkit.exceptions.CheckpointError):
+        pfnkit.load_checkpoint(tmp_path / "odd.pt")
+    assert expected in one_error_line(invoke("info", tmp_path / "odd.pt"))

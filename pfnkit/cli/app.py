@@ -232,9 +232,10 @@ def info(
 ) -> None:
     """Show a checkpoint's card: prior, model, training, step and metrics."""
     with user_errors():
-        from pfnkit.train.checkpoint import card_of, read_checkpoint
+        from pfnkit.train.checkpoint import card_of, model_from_data, read_checkpoint
 
         data = read_checkpoint(path)
+        model_from_data(data, path)  # info shows what the loader accepts, and nothing else
         card = card_of(data)
         card["n_params"] = int(
             sum(v.numel() for k, v in data["state_dict"].items() if not k.endswith("borders"))
@@ -258,11 +259,19 @@ def info(
             f"training     step {card.get('step')}/{t.get('steps')}, batch {t.get('batch_size')}, "
             f"rows {t.get('rows')}, lr {t.get('lr')}, seed {t.get('seed')}, "
             f"world size {card.get('world_size', 1)}",
-            f"metrics      loss {met.get('loss', float('nan')):.4f}, "
-            f"{met.get('wall_time', 0.0) / 60:.1f} min, {met.get('datasets_seen', 0):,} datasets",
+            f"metrics      loss {_num(met.get('loss'), '.4f')}, "
+            f"{_num(met.get('wall_time', 0.0), '.1f', 1 / 60)} min, "
+            f"{_num(met.get('datasets_seen', 0), ',')} datasets",
             f"resumable    {'yes' if 'optimizer' in data else 'no (weights only)'}",
         ]
         out.print("\n".join(lines), highlight=False, soft_wrap=True, markup=False)
+
+
+def _num(value: Any, spec: str, scale: float = 1.0) -> str:
+    """A metric for `info`, or '?' when a hand-edited card holds something else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "?"
+    return format(value * scale if scale != 1.0 else value, spec)
 
 
 DATASETS = ("breast_cancer", "iris", "wine", "digits", "diabetes")

@@ -12,6 +12,8 @@ import dataclasses
 import functools
 import json
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -86,12 +88,33 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         return _read_safetensors(p)
     try:
         data = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses any Python object but tensors and plain data (a class, a
+        # function such as os.system): a safety refusal, not damage
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"Checkpoint '{p}' was refused for safety: it asks to load the Python object "
+                f"'{found.group(1)}', and pfnkit loads checkpoints with "
+                "torch.load(weights_only=True), which allows only tensors and plain data. "
+                "Use a checkpoint written by pfnkit (or re-save a trusted file's weights as "
+                "plain tensors)."
+            ) from None
+        raise _corrupt(p, e) from None
     except Exception as e:  # truncated zip, bad pickle, not a torch file...
-        raise CheckpointError(
-            f"Checkpoint '{p}' is corrupt or truncated and cannot be read ({type(e).__name__}). "
-            "Use an earlier copy or retrain."
-        ) from None
+        raise _corrupt(p, e) from None
     return _check(data, p)
+
+
+def _corrupt(p: Path, e: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"Checkpoint '{p}' is corrupt or truncated and cannot be read ({type(e).__name__}). "
+        "Use an earlier copy or retrain."
+    )
+
+
+# optional fields and the type they must have when present
+_MAPPINGS = ("model_config", "state_dict", "prior", "train_config", "metrics")
 
 
 def _check(data: Any, p: Path) -> dict[str, Any]:
@@ -99,13 +122,37 @@ def _check(data: Any, p: Path) -> dict[str, Any]:
         missing = [k for k in REQUIRED_KEYS if not isinstance(data, dict) or k not in data]
         raise CheckpointError(f"'{p}' is not a pfnkit checkpoint (missing {missing}).")
     fv = data["format_version"]
-    if not isinstance(fv, int) or fv > FORMAT_VERSION:
+    if not isinstance(fv, int) or isinstance(fv, bool) or fv < 1:
+        raise CheckpointError(
+            f"Checkpoint '{p}' has a malformed format_version {fv!r} (a "
+            f"{type(fv).__name__}); pfnkit writes a positive int (this one reads 1 to "
+            f"{FORMAT_VERSION}). The file was damaged or edited; use an earlier copy or retrain."
+        )
+    if fv > FORMAT_VERSION:
         raise CheckpointError(
             f"Checkpoint '{p}' has format_version {fv} (written by pfnkit "
             f"{data.get('pfnkit_version', '?')}); this pfnkit {__version__} reads up to "
             f"format {FORMAT_VERSION}. Upgrade pfnkit to load it."
         )
+    for key in _MAPPINGS:
+        if key in data and not isinstance(data[key], dict):
+            raise _malformed(p, key, "a mapping", data[key])
+    step = data["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise _malformed(p, "step", "an int >= 0", step)
+    for name, value in data["state_dict"].items():
+        if not isinstance(value, torch.Tensor):
+            raise _malformed(p, "state_dict", "a mapping of names to tensors", {name: value})
     return data
+
+
+def _malformed(p: Path, key: str, allowed: str, value: Any) -> CheckpointError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return CheckpointError(
+        f"Checkpoint '{p}' is malformed: its '{key}' must be {allowed}. Got {shown} (a "
+        f"{type(value).__name__}). The file was damaged or edited; use an earlier copy or retrain."
+    )
 
 
 def export_safetensors(path: str | Path, out: str | Path) -> Path:
@@ -152,10 +199,17 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
 
     The returned model carries ``model.card``: prior recipe, train config, step, metrics.
     """
-    from pfnkit.model import PFN, PFNConfig
-
     data = read_checkpoint(path)
+    model = model_from_data(data, path)
+    model.card = card_of(data)
+    return model.to(device).eval()
+
+
+def model_from_data(data: dict[str, Any], path: str | Path) -> Any:
+    """Build the PFN a checked checkpoint dict describes (the loader's one rule: ``pfnkit
+    info`` uses it too, so the two agree on what loads)."""
     from pfnkit.exceptions import UnknownNameError
+    from pfnkit.model import PFN, PFNConfig
 
     try:
         config = PFNConfig.from_dict(data["model_config"])
@@ -168,15 +222,14 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     except Exception as e:
         raise CheckpointError(f"Checkpoint '{path}' holds an invalid model config: {e}") from None
     state = data["state_dict"]
-    model = PFN(config, borders=state.get("bar_distribution.borders"))
     try:
+        model = PFN(config, borders=state.get("bar_distribution.borders"))
         model.load_state_dict(state)
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:
         raise CheckpointError(
             f"Checkpoint '{path}' weights do not match its model config: {str(e).splitlines()[0]}"
         ) from None
-    model.card = card_of(data)  # type: ignore[assignment]
-    return model.to(device).eval()
+    return model
 
 
 def card_of(data: dict[str, Any]) -> dict[str, Any]:
