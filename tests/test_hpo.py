@@ -149,7 +149,9 @@ def test_optimize_spends_the_budget_and_records_curves(space, surrogate):
         ({"step_size": 0}, "'step_size' parameter must be an int >= 1"),
         ({"n_fresh": 0}, "'n_fresh' parameter must be an int >= 1. Got 0"),
         ({"max_failures": 2.5}, "'max_failures' parameter must be an int >= 1"),
-        ({"lease_seconds": -1.0}, "'lease_seconds' parameter must be >= 0 seconds. Got -1.0"),
+        ({"lease_seconds": -1.0}, "'lease_seconds' parameter must be a number of seconds > 0"),
+        ({"lease_seconds": 0}, "'lease_seconds' parameter must be a number .* Got 0."),
+        ({"lease_seconds": math.inf}, "'lease_seconds' parameter must be a number .* Got inf"),
         ({"direction": "up"}, "'maximize' or 'minimize'. Got 'up'"),
         ({"value_range": (1.0, 0.0)}, "high > low"),
     ],
@@ -166,7 +168,7 @@ def test_ask_tell_by_hand_advances_one_step(space, surrogate):
     assert (job.from_step, job.to_step) == (0, 1) and set(job.params) == set(space)
     ft.tell(job, curve_value(job.params, 1))
     assert ft.study.trials[0].state.name == "WAITING"
-    with pytest.raises(InvalidConfigError, match="must return 1 value"):
+    with pytest.raises(InvalidConfigError, match="must return 1 number"):
         ft.tell(ft.ask(), [0.1, 0.2])
 
 
@@ -233,7 +235,7 @@ def test_killed_worker_is_paused_and_resumed_elsewhere(space, surrogate, tmp_pat
         storage=url,
         study_name="k",
         seed=6,
-        lease_seconds=0.0,
+        lease_seconds=1e-9,
     )
     # nothing is observed yet, so the reclaimed (paused) configuration is taken first
     resumed = alive.ask()
@@ -299,7 +301,7 @@ def test_a_stale_reclaim_leaves_the_trial_alone(space, surrogate, tmp_path, monk
     owner = _loop(
         space, surrogate, url, seed=9, step_size=MAX_STEPS if meanwhile == "finished" else 1
     )
-    reaper = _loop(space, surrogate, url, seed=10, lease_seconds=0.0)
+    reaper = _loop(space, surrogate, url, seed=10, lease_seconds=1e-9)
     job = owner.ask()
     snapshot = reaper._trials()
     owner.tell(job, objective(job))
@@ -322,7 +324,7 @@ def test_a_worker_whose_lease_expired_cannot_touch_the_trial_it_lost(
 ):
     url = f"sqlite:///{tmp_path / 'lost.db'}"
     old = _loop(space, surrogate, url, seed=12)
-    new = _loop(space, surrogate, url, seed=13, lease_seconds=0.0)
+    new = _loop(space, surrogate, url, seed=13, lease_seconds=1e-9)
     job = old.ask()
     lease, outcome = new._lease, []
 
@@ -354,7 +356,7 @@ def test_a_tell_that_loses_the_trial_midway_is_lost_not_a_crash(
 ):
     url = f"sqlite:///{tmp_path / 'midway.db'}"
     old = _loop(space, surrogate, url, seed=14)
-    new = _loop(space, surrogate, url, seed=15, lease_seconds=0.0, step_size=MAX_STEPS)
+    new = _loop(space, surrogate, url, seed=15, lease_seconds=1e-9, step_size=MAX_STEPS)
     job = old.ask()
     write = old._storage.set_trial_intermediate_value
 
@@ -803,3 +805,125 @@ def test_objective_resumes_from_its_own_checkpoint_dir(space, surrogate, tmp_pat
         saved = json.loads((artifacts / f"trial-{t.number}" / "state.json").read_text())
         assert saved["step"] == t.user_attrs[STEPS_ATTR]
     check_curves(restarted.study)
+
+
+# ---------------------------------------------------------------- objective return values
+
+
+@pytest.mark.parametrize(
+    "returned, match",
+    [
+        ("1", "Got str '1'"),
+        (b"1", "Got bytes"),
+        ({"acc": 0.5}, "Got dict"),
+        (None, "Got NoneType"),
+        (True, "Got bool"),
+        (["0.5"], "holding str '0.5'"),
+        ([0.1, 0.2], "Got 2 value"),
+    ],
+)
+def test_a_return_that_is_not_one_number_per_step_fails_the_trial_once(
+    space, surrogate, monkeypatch, returned, match
+):
+    ft = FreezeThaw(space, max_steps=MAX_STEPS, surrogate=surrogate, seed=20, max_failures=2)
+    fails = []
+    fail = ft.fail
+    monkeypatch.setattr(ft, "fail", lambda job, reason: fails.append(reason) or fail(job, reason))
+    with pytest.raises(PfnkitError, match="failed 2 times in a row.*must return 1 number"):
+        ft.optimize(lambda job: returned, budget=4)
+    assert len(fails) == 2  # one per trial: each failed once, not twice
+    for t in ft.study.trials:
+        assert t.state.name == "FAIL" and STEPS_ATTR in t.user_attrs
+        assert t.user_attrs["pfnkit_error"].startswith("The objective must return 1 number")
+        assert match in t.user_attrs["pfnkit_error"] and not t.intermediate_values
+
+
+def test_numpy_returns_are_values(space, surrogate):
+    ft = FreezeThaw(space, max_steps=MAX_STEPS, surrogate=surrogate, seed=21, step_size=2)
+    ft.optimize(lambda job: np.asarray(objective(job), dtype=np.float32), budget=4)
+    job = ft.ask(max_train=1)
+    ft.tell(job, np.float64(0.5))  # a numpy scalar for a one-step job
+    assert ft.steps_used() == 5
+    trial = ft.study.trials[job.trial_number]
+    assert trial.intermediate_values[job.to_step] == 0.5 and trial.state.name != "FAIL"
+
+
+def test_values_outside_the_value_range_are_recorded_with_one_warning(space, surrogate):
+    ft = FreezeThaw(space, max_steps=MAX_STEPS, surrogate=surrogate, seed=22)
+    with pytest.warns(UserWarning, match=r"returned 3, outside the value range \[0, 1\]") as w:
+        ft.optimize(lambda job: [3.0], budget=3)
+    assert len([x for x in w if "value range" in str(x.message)]) == 1
+    assert ft.steps_used() == 3 and all(t.intermediate_values[1] == 3.0 for t in ft.study.trials)
+
+
+# ---------------------------------------------------------------- leases
+
+
+def test_a_job_longer_than_its_lease_is_not_taken_over(space, surrogate, tmp_path):
+    """The worker renews its lease while the objective runs: a second worker that asks
+    after the lease time has passed leaves the running configuration alone."""
+    import threading
+    import time
+
+    url = f"sqlite:///{tmp_path / 'lease.db'}"
+    log: list[tuple[int, int]] = []
+    a = _loop(space, surrogate, url, seed=30, lease_seconds=1.0)
+    b = _loop(space, surrogate, url, seed=31, lease_seconds=1.0)
+    started = threading.Event()
+
+    def slow(job):
+        log.extend((job.trial_number, s) for s in range(job.from_step + 1, job.to_step + 1))
+        started.set()
+        time.sleep(2.5)
+        return objective(job)
+
+    def fast(job):
+        log.extend((job.trial_number, s) for s in range(job.from_step + 1, job.to_step + 1))
+        return objective(job)
+
+    worker = threading.Thread(target=a.optimize, args=(slow, 1))
+    worker.start()
+    assert started.wait(30)
+    time.sleep(1.6)  # past the lease: without renewals, b would pause and resume a's trial
+    b.optimize(fast, budget=3)
+    worker.join(30)
+    slow_trial = log[0][0]
+    assert [t for t, _ in log].count(slow_trial) == 1, "the slow job was trained twice"
+    assert len(log) == len(set(log))
+    trial = b.study.trials[slow_trial]
+    assert trial.user_attrs[STEPS_ATTR] == 1 and trial.intermediate_values[1] == pytest.approx(
+        curve_value(trial.params, 1)
+    )
+    check_curves(b.study)
+
+
+def test_cli_refuses_lease_seconds_zero(tmp_path, surrogate_path):
+    from typer.testing import CliRunner
+
+    from pfnkit.cli import app as cli_app
+
+    (tmp_path / "obj.py").write_text(OBJECTIVE_PY)
+    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+    r = CliRunner().invoke(
+        cli_app.app,
+        [
+            "hpo",
+            "run",
+            str(tmp_path / "obj.py"),
+            "--space",
+            str(tmp_path / "space.yaml"),
+            "--budget",
+            "3",
+            "--max-steps",
+            "3",
+            "--surrogate",
+            str(surrogate_path),
+            "--storage",
+            f"sqlite:///{tmp_path / 'z.db'}",
+            "--lease-seconds",
+            "0",
+        ],
+    )
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "'lease_seconds' parameter must be a number of seconds > 0" in r.output
+    assert len(r.output.strip().splitlines()) == 1

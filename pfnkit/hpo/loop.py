@@ -29,11 +29,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import numbers
 import os
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +76,46 @@ class TrialLost(PfnkitError):
     """The configuration was taken over by another worker (its lease expired)."""
 
 
+class BadObjectiveValues(InvalidConfigError):
+    """The objective's return value is not one number per step; the trial is failed."""
+
+
+def objective_values(values: Any, job: Job) -> list[float]:
+    """The objective's return value as one float per step of ``job``.
+
+    A real number (not a bool) is one value; a list, tuple or array of real numbers is one
+    value per step. Anything else (a string, bytes, a dict, None, ...) is refused: iterating
+    it would turn ``"1"`` into 1.0 silently. Raises ``BadObjectiveValues``.
+    """
+    expected = job.to_step - job.from_step
+    steps = f"steps {job.from_step + 1}..{job.to_step}"
+    shape = (
+        f"The objective must return {expected} number(s), the values at {steps} "
+        "(a float, or a list of floats)"
+    )
+
+    def real(v: Any) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
+
+    if real(values):
+        vals: list[Any] = [values]
+    elif isinstance(values, np.ndarray) and values.ndim <= 1:
+        vals = values.reshape(-1).tolist()
+    elif isinstance(values, list | tuple):
+        vals = list(values)
+    else:
+        raise BadObjectiveValues(f"{shape}. Got {type(values).__name__} {values!r:.80}.")
+    bad = [v for v in vals if not real(v)]
+    if bad:
+        raise BadObjectiveValues(
+            f"{shape}. Got a {type(values).__name__} holding {type(bad[0]).__name__} "
+            f"{bad[0]!r:.80}."
+        )
+    if len(vals) != expected:
+        raise BadObjectiveValues(f"{shape}. Got {len(vals)} value(s).")
+    return [float(v) for v in vals]
+
+
 @functools.lru_cache(maxsize=65536)
 def _tag(trial_number: int) -> float:
     """Fallback curve tag of a trial created without one."""
@@ -100,8 +143,11 @@ class FreezeThaw:
             scores is optimistic, so more fresh candidates mean more exploring and fewer
             configurations trained to the end; on the LCBench dev tasks 16 beat 4 and 64
             (README, "Freeze-thaw HPO").
-        lease_seconds: a RUNNING configuration whose worker has not reported for this long
-            is considered abandoned and may be resumed by another worker.
+        lease_seconds: a RUNNING configuration whose worker has not renewed its lease for
+            this long is considered abandoned and may be resumed by another worker. While
+            the objective runs, ``optimize`` renews the lease every ``lease_seconds / 3``
+            (``keep_alive``), so a lease expires only when its worker is gone (or stalled
+            for ``lease_seconds``), however long a job takes.
         artifacts_dir: parent directory of the per-configuration checkpoint directories.
         seed: seeds fresh configurations and the acquisition's random horizon/threshold.
         max_failures: ``optimize`` stops with an error after this many failures in a row.
@@ -143,9 +189,14 @@ class FreezeThaw:
                 raise InvalidConfigError(
                     f"The '{name}' parameter must be an int >= 1. Got {value!r}."
                 )
-        if not lease_seconds >= 0:
+        if (
+            isinstance(lease_seconds, bool)
+            or not isinstance(lease_seconds, int | float)
+            or not 0 < lease_seconds < math.inf
+        ):
             raise InvalidConfigError(
-                f"The 'lease_seconds' parameter must be >= 0 seconds. Got {lease_seconds!r}."
+                f"The 'lease_seconds' parameter must be a number of seconds > 0 (a worker "
+                f"renews its lease every lease_seconds/3). Got {lease_seconds!r}."
             )
         lo, hi = value_range
         if hi is not None and not hi > lo:
@@ -158,6 +209,7 @@ class FreezeThaw:
         self.n_fresh = n_fresh
         self.max_failures = max_failures
         self._feature_cache: dict[int, tuple[np.ndarray, float]] = {}
+        self._range_warned = False
         self.lease_seconds = lease_seconds
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
         self.rng = np.random.default_rng(seed)
@@ -327,7 +379,7 @@ class FreezeThaw:
         if high <= self.value_range[0]:
             high = self.value_range[0] + 1.0
         curves = [
-            Curve(*self._features(t), np.clip(self._normalise(v, high), -0.5, 1.5))
+            Curve(*self._features(t), np.clip(self._normalise(v, high), 0.0, 1.0))
             for t, v in observed
         ]
         f_best = float(max(c.values.max() for c in curves))
@@ -350,6 +402,44 @@ class FreezeThaw:
         self._storage.set_trial_user_attr(
             trial_id, LEASE_ATTR, {"worker": self.worker, "time": time.time()}
         )
+
+    @contextlib.contextmanager
+    def keep_alive(self, job: Job) -> Iterator[None]:
+        """Renew ``job``'s lease every ``lease_seconds / 3`` while the block runs.
+
+        A heartbeat thread rewrites the lease (the trial's ``pfnkit_lease`` user attribute,
+        with the time now) as long as the trial is still the job's; it stops, and is
+        joined, before the block's result is told, so a late beat never lands on a trial
+        that was paused and claimed by someone else. optuna's own heartbeat
+        (``RDBStorage(heartbeat_interval=...)``) fails stale trials instead of pausing them,
+        and only for RDB storages, hence this one on the lease attribute. ``optimize`` runs
+        every objective call inside it; use it around your own training with ask/tell.
+        """
+        stop = threading.Event()
+
+        def beat() -> None:
+            from optuna.exceptions import UpdateFinishedTrialError
+
+            while not stop.wait(self.lease_seconds / 3):
+                try:
+                    if not self._holds(self._storage.get_trial(job.trial_id), job):
+                        return  # taken over (a stall longer than the lease): tell says so
+                    self._lease(job.trial_id)
+                except UpdateFinishedTrialError:
+                    return
+                except Exception as e:  # a storage hiccup: try again at the next beat
+                    warnings.warn(
+                        f"Renewing the lease of trial {job.trial_number}: {e}", stacklevel=1
+                    )
+
+        thread = threading.Thread(target=beat, name=f"pfnkit-lease-{job.trial_number}")
+        thread.daemon = True
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def _job(
         self, trial_id: int, number: int, params: dict, from_step: int, max_train: int | None
@@ -408,27 +498,35 @@ class FreezeThaw:
     def tell(self, job: Job, values: float | Sequence[float]) -> None:
         """Record the values at steps from_step+1 .. to_step and pause (or finish) the job.
 
-        NaN or infinite values mark the configuration failed. Raises ``TrialLost``, recording
-        nothing, when the configuration is no longer the job's (another worker took it over
-        after its lease expired).
+        A return value that is not one real number per step (a string, bytes, a dict,
+        None, a list of the wrong length) fails the configuration, once, and raises
+        ``BadObjectiveValues``. NaN or infinite values mark the configuration failed.
+        Raises ``TrialLost``, recording nothing, when the configuration is no longer the
+        job's (another worker took it over after its lease expired).
+
+        Values outside ``value_range`` are recorded as returned, since they are the metric
+        the study reports and ``best`` ranks, but the surrogate sees them clipped to the
+        range, and a warning (once per loop) names the value and the fix. Refusing them
+        would throw away real results (a loss above a guessed bound); accepting them
+        silently would hide a wrong ``--value-low/--value-high``, which flattens the
+        surrogate's view of every curve beyond it.
         """
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
-        vals = [float(values)] if isinstance(values, int | float) else [float(v) for v in values]
-        expected = job.to_step - job.from_step
-        if len(vals) != expected:
-            self.fail(job, f"objective returned {len(vals)} values for {expected} steps")
-            raise InvalidConfigError(
-                f"The objective must return {expected} value(s) (steps {job.from_step + 1}.."
-                f"{job.to_step}). Got {len(vals)}."
-            )
         lost = TrialLost(
             f"Trial {job.trial_number} was taken over by another worker; its result for "
             f"steps {job.from_step + 1}..{job.to_step} is discarded."
         )
+        try:
+            vals = objective_values(values, job)
+        except BadObjectiveValues as e:
+            if not self.fail(job, str(e)):
+                raise lost from None
+            raise
         if not self._holds(self._storage.get_trial(job.trial_id), job):
             raise lost
+        self._warn_out_of_range(vals)
         if not all(math.isfinite(v) for v in vals):
             if not self.fail(job, f"objective returned a non-finite value: {vals}"):
                 raise lost
@@ -443,6 +541,21 @@ class FreezeThaw:
                 self._storage.set_trial_state_values(job.trial_id, TrialState.WAITING)
         except UpdateFinishedTrialError as e:  # the new owner finished it meanwhile
             raise lost from e
+
+    def _warn_out_of_range(self, vals: list[float]) -> None:
+        lo, hi = self.value_range
+        out = [v for v in vals if math.isfinite(v) and (v < lo or (hi is not None and v > hi))]
+        if out and not self._range_warned:
+            self._range_warned = True
+            high = "the largest value seen" if hi is None else f"{hi:g}"
+            warnings.warn(
+                f"The objective returned {out[0]:g}, outside the value range [{lo:g}, {high}]"
+                " that maps values for the surrogate; it is recorded as returned, but the "
+                "surrogate sees it clipped to the range. Set value_range "
+                "(--value-low/--value-high) to the bounds the metric can take.",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def fail(self, job: Job, reason: str) -> bool:
         """Mark the job's configuration failed (the loop goes on with others).
@@ -487,7 +600,8 @@ class FreezeThaw:
                 break
             error = None
             try:
-                values = objective(job)
+                with self.keep_alive(job):
+                    values = objective(job)
                 self.tell(job, values)
                 trial = self._storage.get_trial(job.trial_id)
                 if trial.state.name == "FAIL":
@@ -497,6 +611,8 @@ class FreezeThaw:
                 raise
             except TrialLost:
                 continue
+            except BadObjectiveValues as e:  # tell failed the configuration already
+                error = str(e)
             except Exception as e:  # the user's code failed: record it and go on
                 error = f"{type(e).__name__}: {e}"
                 self.fail(job, error)  # unless another worker has the trial by now
