@@ -264,3 +264,33 @@ def test_scm_both_graph_kinds_learnable_signal():
         nn_pred = torch.gather(y[:, :200], 1, dist.argmin(-1))
         mse = (nn_pred - y[:, 200:]).square().mean()
         assert mse < 0.9 * y[:, 200:].var(), (tree_fraction, float(mse))
+
+
+# ---------------------------------------------------------------- issue 12: GP hyperparameters
+
+
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("noise", -0.1, ">= 0"),
+        ("outputscale", -1.0, "> 0"),
+        ("outputscale", 0.0, "> 0"),
+        ("lengthscale", 0.0, "> 0"),
+        ("lengthscale", -0.5, "> 0"),
+        ("lengthscale", math.nan, "> 0"),
+        ("noise", Uniform(-0.1, 0.2), ">= 0"),
+        ("lengthscale", Uniform(0.0, 1.0), "> 0"),
+        ("outputscale", Choice((1.0, -1.0)), "> 0"),
+        ("noise", "0.1", "a number"),
+    ],
+)
+def test_gp_hyperparameters_are_checked_at_construction(field, value, allowed):
+    with pytest.raises(InvalidConfigError, match=f"GPPrior.{field} must be") as e:
+        GPPrior(**{field: value})
+    assert allowed in str(e.value) and "\n" not in str(e.value)
+
+
+def test_gp_recipe_with_a_zero_lengthscale_is_one_clear_error():
+    with pytest.raises(InvalidConfigError, match="GPPrior.lengthscale must be"):
+        build_prior({"name": "gp", "lengthscale": 0})
+    GPPrior(noise=0.0, lengthscale=LogUniform(0.1, 1.0))  # zero noise stays allowed

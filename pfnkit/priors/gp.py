@@ -15,8 +15,11 @@ from pfnkit.exceptions import InvalidConfigError
 from pfnkit.priors._base import (
     Batch,
     BatchShape,
+    Choice,
+    LogUniform,
     Param,
     Task,
+    Uniform,
     check_task,
     draw,
     draw_inputs,
@@ -86,6 +89,9 @@ class GPPrior:
                 f"GPPrior.x_dist must be 'uniform' or 'normal'. Got {self.x_dist!r}."
             )
         check_task("GPPrior", self.task)
+        _check_positive("lengthscale", self.lengthscale, strict=True)
+        _check_positive("outputscale", self.outputscale, strict=True)
+        _check_positive("noise", self.noise, strict=False)
         if self.min_features < 1:
             raise InvalidConfigError(f"GPPrior.min_features must be >= 1. Got {self.min_features}.")
         if self.max_classes < 2:
@@ -105,6 +111,30 @@ class GPPrior:
         y = (chol @ z).squeeze(-1).float()  # (B, N)
         extras = {"lengthscale": ls.float(), "outputscale": os_.float(), "noise": noise.float()}
         return finish_batch(x, y, shape, n_feat, extras, self.task, self.max_classes, generator)
+
+
+def _check_positive(name: str, value: Param, *, strict: bool) -> None:
+    """Every value a field (fixed, or a hyperprior's support) can take is > 0 (>= 0)."""
+    if isinstance(value, Uniform | LogUniform):
+        values: tuple[float, ...] = (value.low, value.high)
+    elif isinstance(value, Choice):
+        values = tuple(value.values)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        values = (value,)
+    else:
+        values = ()
+    bound = "> 0" if strict else ">= 0"
+    ok = bool(values) and all(
+        isinstance(v, int | float) and math.isfinite(v) and (v > 0 if strict else v >= 0)
+        for v in values
+    )
+    if not ok:
+        what = "kernel variance" if name == "outputscale" else name
+        raise InvalidConfigError(
+            f"GPPrior.{name} must be a number {bound} or a hyperprior whose values are all "
+            f"{bound} (the GP's {what}). Got {value!r}; e.g. {name} = 0.5 or "
+            f"{name} = {{log_uniform = [0.1, 1.0]}}."
+        )
 
 
 def exact_predictive(
