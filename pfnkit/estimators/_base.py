@@ -31,7 +31,7 @@ from pfnkit.estimators.members import (
     fit_transforms,
     member_modes,
 )
-from pfnkit.estimators.preprocessing import MODES, TableEncoder
+from pfnkit.estimators.preprocessing import MODES, TableEncoder, dates_as_objects
 from pfnkit.tuning import (
     CONTEXTS,
     ContextProblem,
@@ -81,9 +81,37 @@ def load_model(checkpoint: Any, task: str, device: str) -> tuple[Any, Any]:
     return load_pfn(source, expect=KIND[task], device=device, what=what)
 
 
-def resolve_device(device: str) -> str:
+DEVICES = "'auto', 'cpu', 'cuda', 'cuda:N' (an available GPU) or 'mps'"
+
+
+def resolve_device(device: str, what: str = "PFNClassifier") -> str:
+    """The torch device for ``device``; a ValueError naming the parameter when it is not
+    one that this machine has."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    start = f"The 'device' parameter of {what} must be {DEVICES}. Got {device!r}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{start}, which is not a device name. Use device='auto' or 'cpu'.")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{start}, but CUDA is not available here (torch.cuda.is_available() is "
+                "False). Use device='cpu', or 'auto' to take a GPU only when there is one."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{start}, but this machine has {torch.cuda.device_count()} GPU(s) "
+                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}). Pick one of those, or "
+                "use device='auto'."
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"{start}, but MPS (Apple GPU) is not available here. Use device='cpu' or 'auto'."
+        )
     return device
 
 
@@ -143,7 +171,7 @@ class PFNEstimatorBase(BaseEstimator):
     def _validate_fit_X(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         X, y = validate_data(
             self,
-            X,
+            dates_as_objects(X),
             y,
             dtype=None,
             ensure_all_finite="allow-nan",
@@ -155,13 +183,14 @@ class PFNEstimatorBase(BaseEstimator):
 
     def _validate_predict_X(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "members_")
-        X = validate_data(self, X, dtype=None, ensure_all_finite="allow-nan", reset=False)
+        X = validate_data(
+            self, dates_as_objects(X), dtype=None, ensure_all_finite="allow-nan", reset=False
+        )
         return self.encoder_.transform(X)
 
     def _load(self) -> None:
-        self.model_, self.card_ = load_model(
-            self.checkpoint, self._task, resolve_device(self.device)
-        )
+        self.device_ = resolve_device(self.device, type(self).__name__)
+        self.model_, self.card_ = load_model(self.checkpoint, self._task, self.device_)
 
     def _context_limit(self, n_rows: int) -> int:
         """Most context rows per member: max_context, else the checkpoint's training limit;
@@ -192,7 +221,7 @@ class PFNEstimatorBase(BaseEstimator):
             n_classes=getattr(self, "_n_meta", 0),
             context_limit=limit,
             seed=int(rng.randint(2**31)),
-            device=resolve_device(self.device),
+            device=self.device_,
         )
         options = resolve_fine_tune(self.fine_tune)
         self.fine_tune_report_: dict[str, Any] | None = None

@@ -74,10 +74,24 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
         if not np.all(np.isfinite(y)):
             raise ValueError("Input y contains NaN or infinity; drop those rows first.")
         self._load()
-        self.y_mean_ = float(y.mean())
-        self.y_std_ = float(y.std()) or 1.0
-        self._fit_ensemble(x, (y - self.y_mean_) / self.y_std_, self.n_estimators)
+        # standardise in units of a power of two near max|y| (exact): no overflow of y.std()
+        # for |y| up to 1e308, no underflow for tiny y
+        top = float(np.abs(y).max())
+        self.y_unit_ = float(np.ldexp(1.0, int(np.frexp(top)[1]) - 1)) if top > 0 else 1.0
+        u = y / self.y_unit_
+        mean, std = float(u.mean()), float(u.std())
+        if std == 0.0:  # a constant target: any positive spread
+            std = 1.0 / self.y_unit_ if self.y_unit_ > 1e-300 else 1.0
+        self.y_mean_, self.y_std_ = mean * self.y_unit_, std * self.y_unit_
+        self._fit_ensemble(x, (u - mean) / std, self.n_estimators)
         return self
+
+    def _to_y(self, z: Any) -> np.ndarray:
+        """Standardised values -> y's units (scaled in y_unit_: no overflow on the way)."""
+        unit = getattr(self, "y_unit_", 1.0)  # models pickled before y_unit_ existed
+        z = np.asarray(z, dtype=np.float64)
+        with np.errstate(over="ignore"):  # only a result beyond float64 overflows
+            return (z * (self.y_std_ / unit) + self.y_mean_ / unit) * unit
 
     def _distribution(self, X: Any) -> tuple[torch.Tensor, Any]:
         x = self._validate_predict_X(X)
@@ -94,11 +108,10 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
                 f"{OUTPUT_TYPES}. Got {output_type!r} instead."
             )
         logp, dist = self._distribution(X)
-        mu, sd = self.y_mean_, self.y_std_
         if output_type == "mean":
-            return dist.mean(logp).numpy().astype(np.float64) * sd + mu
+            return self._to_y(dist.mean(logp).numpy())
         if output_type == "median":
-            return dist.median(logp).numpy().astype(np.float64) * sd + mu
+            return self._to_y(dist.median(logp).numpy())
         if output_type == "quantiles":
             qs = np.atleast_1d(np.asarray(quantiles, dtype=np.float64))
             if qs.size == 0 or np.any((qs <= 0) | (qs >= 1)):
@@ -107,17 +120,20 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
                     f"Got {quantiles!r}."
                 )
             cols = [dist.quantile(logp, float(q)).numpy() for q in qs]
-            return np.stack(cols, axis=1).astype(np.float64) * sd + mu
+            return self._to_y(np.stack(cols, axis=1))
         return {
-            "mean": dist.mean(logp).numpy().astype(np.float64) * sd + mu,
-            "median": dist.median(logp).numpy().astype(np.float64) * sd + mu,
-            "borders": dist.borders.numpy().astype(np.float64) * sd + mu,
+            "mean": self._to_y(dist.mean(logp).numpy()),
+            "median": self._to_y(dist.median(logp).numpy()),
+            "borders": self._to_y(dist.borders.numpy()),
             "probabilities": logp.exp().numpy(),
         }
 
     def nll(self, X: Any, y: Any) -> np.ndarray:
         """Negative log density of each y under its predictive distribution (in y's units)."""
         logp, dist = self._distribution(X)
-        y_std = (np.asarray(y, dtype=np.float64) - self.y_mean_) / self.y_std_
+        unit = getattr(self, "y_unit_", 1.0)
+        y_std = (np.asarray(y, dtype=np.float64) / unit - self.y_mean_ / unit) / (
+            self.y_std_ / unit
+        )
         nll = dist.nll(logp, torch.as_tensor(y_std, dtype=torch.float32)).numpy()
         return nll.astype(np.float64) + np.log(self.y_std_)
