@@ -547,11 +547,13 @@ def test_cli_run_bad_input(tmp_path, surrogate_path, args, match):
     )
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert match in r.output
+    assert not (tmp_path / "b.db").exists()  # refused before the study was created
+    optuna.create_study(storage=f"sqlite:///{tmp_path / 'b.db'}", study_name="other")
     r = CliRunner().invoke(
         cli_app.app,
         ["hpo", "status", "--storage", f"sqlite:///{tmp_path / 'b.db'}", "--study", "nope"],
     )
-    assert r.exit_code == 1 and "No study 'nope'" in r.output
+    assert r.exit_code == 1 and "No study 'nope'" in r.output and "there: other" in r.output
 
 
 SLOW_OBJECTIVE_PY = """
@@ -927,3 +929,157 @@ def test_cli_refuses_lease_seconds_zero(tmp_path, surrogate_path):
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "'lease_seconds' parameter must be a number of seconds > 0" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- CLI defaults
+
+RESUMING_OBJECTIVE_PY = """
+import json
+
+from helper import value  # a module beside this file
+
+
+def objective(job):
+    state = job.checkpoint_dir / "state.json"
+    trained = json.loads(state.read_text())["step"] if state.exists() else 0
+    if trained != job.from_step:
+        raise RuntimeError(f"checkpoint at {trained}, job from {job.from_step}")
+    state.write_text(json.dumps({"step": job.to_step}))
+    return [value(job.params, s) for s in range(job.from_step + 1, job.to_step + 1)]
+"""
+
+HELPER_PY = """
+import math
+
+
+def value(params, step):
+    return (1 - abs(math.log10(params["lr"]) + 2) / 3) * (1 - math.exp(-step / 3))
+"""
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from pfnkit.cli import app as cli_app
+
+    return CliRunner().invoke(cli_app.app, [str(a) for a in args])
+
+
+def test_cli_run_gives_every_configuration_a_directory_beside_the_study(tmp_path, surrogate_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "obj.py").write_text(RESUMING_OBJECTIVE_PY)
+    (code / "helper.py").write_text(HELPER_PY)
+    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+    (tmp_path / "db").mkdir()
+    url = f"sqlite:///{tmp_path / 'db' / 'study.db'}"
+    r = _cli(
+        "hpo", "run", code / "obj.py", "--space", tmp_path / "space.yaml", "--budget", 12,
+        "--max-steps", 3, "--surrogate", surrogate_path, "--quiet", "--seed", 0,
+        "--storage", url, "--study", "mine",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    artifacts = tmp_path / "db" / "mine-artifacts"
+    assert f"Checkpoints: {artifacts}/trial-N" in r.output
+    study = optuna.load_study(study_name="mine", storage=url)
+    assert {t.state.name for t in study.trials} <= {"WAITING", "COMPLETE"}
+    for t in study.trials:
+        state = json.loads((artifacts / f"trial-{t.number}" / "state.json").read_text())
+        assert state["step"] == t.user_attrs[STEPS_ATTR]
+
+
+def test_default_artifacts_for_other_storages():
+    from pfnkit.cli.hpo import default_artifacts
+
+    assert default_artifacts("sqlite:////data/s.db", "x") == Path("/data/x-artifacts")
+    assert default_artifacts("sqlite:///s.db", "x") == Path("x-artifacts")
+    assert default_artifacts("postgresql://u@h/db", "x") == Path("x-artifacts")
+
+
+@pytest.mark.parametrize("method", ["ft", "random"])
+def test_bench_gives_every_configuration_a_checkpoint_dir(space, surrogate_path, method):
+    from pfnkit.hpo.bench import run_method
+
+    seen: dict[int, Path] = {}
+
+    def training(job):
+        assert job.checkpoint_dir is not None and job.checkpoint_dir.is_dir()
+        assert seen.setdefault(job.trial_number, job.checkpoint_dir) == job.checkpoint_dir
+        state = job.checkpoint_dir / "step"
+        assert (int(state.read_text()) if state.exists() else 0) == job.from_step
+        state.write_text(str(job.to_step))
+        return objective(job)
+
+    run = run_method(
+        method, training, space, budget=10, max_steps=4, surrogate=surrogate_path, seed=0
+    )
+    assert len(run.incumbent) == 10 and len(set(seen.values())) == len(seen)
+    assert not any(d.exists() for d in seen.values())  # the temporary directory is gone
+
+
+# ---------------------------------------------------------------- one-line HPO errors
+
+
+def _one_line_error(r, match):
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert match in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+@pytest.mark.parametrize("command", ["status", "best"])
+def test_status_and_best_refuse_bad_storages(tmp_path, command):
+    missing = tmp_path / "typo.db"
+    _one_line_error(
+        _cli("hpo", command, "--storage", f"sqlite:///{missing}"), "no SQLite database at"
+    )
+    assert not missing.exists()  # no empty database made for a mistyped path
+    _one_line_error(_cli("hpo", command, "--storage", "nosuchdb://x/y"), "Cannot open --storage")
+
+
+def _run_args(tmp_path, surrogate_path, *extra):
+    (tmp_path / "obj.py").write_text(OBJECTIVE_PY)
+    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+    return [
+        "hpo", "run", tmp_path / "obj.py", "--space", tmp_path / "space.yaml", "--budget", 3,
+        "--max-steps", 3, "--surrogate", surrogate_path, "--quiet",
+        "--storage", f"sqlite:///{tmp_path / 'v.db'}", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--budget", 0], "--budget must be >= 1 step. Got 0"),
+        (["--surrogate", "missing.pt"], "missing.pt"),
+        (["--seed", -1], "'seed' parameter must be None or an int >= 0. Got -1"),
+    ],
+)
+def test_cli_run_refuses_bad_arguments_before_creating_the_study(
+    tmp_path, surrogate_path, extra, match
+):
+    _one_line_error(_cli(*_run_args(tmp_path, surrogate_path), *extra), match)
+    assert not (tmp_path / "v.db").exists()
+
+
+def test_cli_run_refuses_an_artifacts_path_it_cannot_create(tmp_path, surrogate_path):
+    (tmp_path / "file").write_text("")
+    args = _run_args(tmp_path, surrogate_path, "--artifacts", tmp_path / "file" / "a")
+    _one_line_error(_cli(*args), "artifacts directory")
+    assert not (tmp_path / "v.db").exists()  # refused before the study: no phantom trial
+
+
+def test_a_checkpoint_dir_that_cannot_be_made_leaves_no_running_trial(space, surrogate, tmp_path):
+    ft = FreezeThaw(
+        space, max_steps=MAX_STEPS, surrogate=surrogate, artifacts_dir=tmp_path / "a", seed=1
+    )
+    (tmp_path / "a" / "trial-0").write_text("in the way")
+    with pytest.raises(InvalidConfigError, match="checkpoint directory of trial 0"):
+        ft.ask()
+    assert [t.state.name for t in ft.study.trials] == ["FAIL"]
+
+
+@pytest.mark.parametrize("bound", [".nan", ".inf", "-.inf"])
+def test_space_file_refuses_non_finite_bounds(tmp_path, bound):
+    path = tmp_path / "space.yaml"
+    path.write_text(f"lr: {{type: float, low: {bound}, high: 0.1}}\n")
+    with pytest.raises(InvalidConfigError, match="'low' must be a finite number"):
+        load_space(path)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from pfnkit.cli.common import err, out, user_errors
+from pfnkit.cli.common import err, one_line, out, user_errors
 from pfnkit.hpo.bench import METHODS
 
 hpo_app = typer.Typer(
@@ -59,6 +60,11 @@ def load_objective(path: Path, name: str) -> Any:
     if spec is None or spec.loader is None:
         raise InvalidConfigError(f"Cannot import OBJECTIVE file '{path}' (is it a .py file?).")
     module = importlib.util.module_from_spec(spec)
+    # modules beside the objective file import as they do when it runs as a script; the
+    # folder stays on sys.path, for imports made inside the objective while it trains
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
     except Exception as e:
@@ -76,6 +82,30 @@ def load_objective(path: Path, name: str) -> Any:
     return fn
 
 
+def default_artifacts(storage: str, study: str) -> Path:
+    """Where ``hpo run`` keeps per-configuration checkpoints without ``--artifacts``:
+    ``<study>-artifacts/`` beside the database file of a ``sqlite:///`` storage, else in
+    the working directory."""
+    from pfnkit.hpo.loop import sqlite_path
+
+    db = sqlite_path(storage)
+    return (db.parent if db is not None else Path()) / f"{study}-artifacts"
+
+
+def check_database(storage: str) -> None:
+    """Refuse a ``sqlite:///`` URL whose file does not exist (opening it would create an
+    empty database, hiding a mistyped path)."""
+    from pfnkit.exceptions import InvalidConfigError
+    from pfnkit.hpo.loop import sqlite_path
+
+    db = sqlite_path(storage)
+    if db is not None and not db.is_file():
+        raise InvalidConfigError(
+            f"--storage {storage}: no SQLite database at '{db}'. Check the path (`pfnkit hpo "
+            "run` creates the database)."
+        )
+
+
 @hpo_app.command("run")
 def run(
     objective: ObjectiveArg,
@@ -90,7 +120,11 @@ def run(
     value_high: ValueHighOpt = "1",
     surrogate: SurrogateOpt = "default",
     artifacts: Annotated[
-        Path | None, typer.Option(help="Directory for per-configuration checkpoints.")
+        Path | None,
+        typer.Option(
+            help="Directory for per-configuration checkpoints (job.checkpoint_dir). "
+            "Default: <study>-artifacts/ beside the SQLite file, else in the working directory."
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed of this worker.")] = None,
     lease_seconds: Annotated[
@@ -101,10 +135,15 @@ def run(
 ) -> None:
     """Run a freeze-thaw worker; start several on one storage to work in parallel."""
     with user_errors():
+        from pfnkit.exceptions import InvalidConfigError
         from pfnkit.hpo import FreezeThaw, load_space
 
+        if budget < 1:
+            raise InvalidConfigError(f"--budget must be >= 1 step. Got {budget}.")
         values = value_range(value_low, value_high)
         fn = load_objective(objective, function)
+        if artifacts is None:
+            artifacts = default_artifacts(storage, study)
         ft = FreezeThaw(
             load_space(space),
             max_steps=max_steps,
@@ -116,6 +155,12 @@ def run(
             artifacts_dir=artifacts,
             seed=seed,
             lease_seconds=lease_seconds,
+        )
+        err.print(
+            f"Checkpoints: {artifacts}/trial-N, one directory per configuration.",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
         if quiet:
             ft.optimize(fn, budget)
@@ -231,12 +276,18 @@ def _open(storage: str, study: str) -> Any:
     from pfnkit.exceptions import InvalidConfigError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_database(storage)
     try:
         return optuna.load_study(study_name=study, storage=storage)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         raise InvalidConfigError(
             f"No study {study!r} in {storage}. Studies there: {', '.join(names) or 'none'}."
+        ) from None
+    except Exception as e:  # a malformed URL, a missing driver, an unreachable server, ...
+        raise InvalidConfigError(
+            f"Cannot open --storage {storage!r}: {one_line(e)} Use an optuna storage URL such"
+            " as sqlite:///study.db or postgresql://user@host/db."
         ) from None
 
 

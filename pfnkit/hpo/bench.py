@@ -11,8 +11,10 @@ step at a time and ask their pruner after each step. Used by ``pfnkit hpo bench`
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -135,10 +137,9 @@ class _Tracker:
 
 def _values(job: Job, result: Any) -> list[float]:
     """The objective's values for the job's steps; ValueError for a bad answer."""
-    vals = [float(result)] if isinstance(result, int | float) else [float(v) for v in result]
-    n = job.to_step - job.from_step
-    if len(vals) != n:
-        raise ValueError(f"objective returned {len(vals)} values for {n} step(s)")
+    from pfnkit.hpo.loop import objective_values
+
+    vals = objective_values(result, job)  # BadObjectiveValues is a ValueError
     if not all(math.isfinite(v) for v in vals):
         raise ValueError(f"objective returned a non-finite value: {vals}")
     return vals
@@ -157,15 +158,53 @@ def run_method(
     surrogate: str | Path = "default",
     study_name: str | None = None,
     n_fresh: int | None = None,
+    artifacts_dir: str | Path | None = None,
 ) -> BenchRun:
     """Run ``method`` on ``objective`` over ``space`` (optuna distributions) for ``budget``
     steps in all; configurations are at most ``max_steps`` long.
 
     ``surrogate`` is the FT-PFN of "ft"; ``value_range`` maps values for the surrogates;
     ``study_name`` names the in-memory study (Hyperband's brackets depend on it);
-    ``n_fresh`` overrides FreezeThaw's fresh candidates per ask.
+    ``n_fresh`` overrides FreezeThaw's fresh candidates per ask. Every configuration gets
+    its own ``job.checkpoint_dir`` (``trial-N``) under ``artifacts_dir``; None: under a
+    temporary directory that lasts as long as the run, so an objective that saves and
+    resumes its model works in the benchmark as in ``FreezeThaw.optimize``.
     """
     check_settings([method], budget=budget, max_steps=max_steps, direction=direction)
+    with contextlib.ExitStack() as stack:
+        if artifacts_dir is None:
+            artifacts_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="pfnkit-"))
+        return _run_method(
+            method,
+            objective,
+            space,
+            budget=budget,
+            max_steps=max_steps,
+            seed=seed,
+            direction=direction,
+            value_range=value_range,
+            surrogate=surrogate,
+            study_name=study_name,
+            n_fresh=n_fresh,
+            artifacts_dir=Path(artifacts_dir),
+        )
+
+
+def _run_method(
+    method: str,
+    objective: Callable[[Job], Any],
+    space: dict[str, Any],
+    *,
+    budget: int,
+    max_steps: int,
+    seed: int,
+    direction: str,
+    value_range: tuple[float, float | None],
+    surrogate: str | Path,
+    study_name: str | None,
+    n_fresh: int | None,
+    artifacts_dir: Path,
+) -> BenchRun:
     tracker = _Tracker(budget, max_steps, direction)
     ask_times: list[float] = []
     name = study_name or f"pfnkit-bench-{method}-{seed}"
@@ -183,11 +222,14 @@ def run_method(
             direction=direction,
             value_range=value_range,
             seed=seed,
+            artifacts_dir=artifacts_dir,
             **options,  # without n_fresh: FreezeThaw's default
         )
         _run_freeze_thaw(ft, objective, tracker, ask_times)
     else:
-        _run_optuna(method, objective, space, tracker, seed, direction, value_range, name)
+        _run_optuna(
+            method, objective, space, tracker, seed, direction, value_range, name, artifacts_dir
+        )
     run_time = time.perf_counter() - t0
     inc = tracker.incumbent[:budget]
     inc += [inc[-1] if inc else None] * (budget - len(inc))  # a loop that gave up early
@@ -231,6 +273,7 @@ def _run_optuna(
     direction: str,
     value_range: tuple[float, float | None],
     name: str,
+    artifacts_dir: Path,
 ) -> None:
     import optuna
     from optuna.trial import TrialState
@@ -260,8 +303,10 @@ def _run_optuna(
     while not done:
         trial = study.ask(space)
         state, final = TrialState.PRUNED, None
+        ckpt = artifacts_dir / f"trial-{trial.number}"
+        ckpt.mkdir(parents=True, exist_ok=True)
         for step in range(1, tracker.max_steps + 1):
-            job = Job(trial.number, dict(trial.params), step - 1, step, checkpoint_dir=None)
+            job = Job(trial.number, dict(trial.params), step - 1, step, checkpoint_dir=ckpt)
             try:
                 vals = _values(job, objective(job))
             except Exception as e:  # the user's code failed: fail the trial and go on

@@ -201,6 +201,12 @@ class FreezeThaw:
         lo, hi = value_range
         if hi is not None and not hi > lo:
             raise InvalidConfigError(f"value_range must have high > low. Got {value_range!r}.")
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0
+        ):
+            raise InvalidConfigError(
+                f"The 'seed' parameter must be None or an int >= 0. Got {seed!r}."
+            )
         self.space = load_space(space) if not _all_distributions(space) else dict(space)
         self.max_steps = max_steps
         self.direction = direction
@@ -211,18 +217,9 @@ class FreezeThaw:
         self._feature_cache: dict[int, tuple[np.ndarray, float]] = {}
         self._range_warned = False
         self.lease_seconds = lease_seconds
-        self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
         self.rng = np.random.default_rng(seed)
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        if study is None:
-            study = _open_study(storage, study_name, direction)
-        if study.direction.name.lower() != direction:
-            raise InvalidConfigError(
-                f"Study '{study.study_name}' was created to {study.direction.name.lower()}; "
-                f"this loop was asked to {direction}. Use the same direction or another study."
-            )
-        self.study = study
-        self._check_settings()
+        # everything that can be refused is checked before the study is created or touched
         if isinstance(surrogate, FreezeThawSurrogate):
             self.surrogate = surrogate
         else:
@@ -232,6 +229,24 @@ class FreezeThaw:
                 f"The search space has {len(self.space)} hyperparameters but the surrogate "
                 f"reads at most {self.surrogate.max_hyperparameters}."
             )
+        self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
+        if self.artifacts_dir is not None:
+            try:
+                self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise InvalidConfigError(
+                    f"The artifacts directory '{self.artifacts_dir}' cannot be created "
+                    f"({e.strerror or e}). Pass a directory you can write to (--artifacts)."
+                ) from None
+        if study is None:
+            study = _open_study(storage, study_name, direction)
+        if study.direction.name.lower() != direction:
+            raise InvalidConfigError(
+                f"Study '{study.study_name}' was created to {study.direction.name.lower()}; "
+                f"this loop was asked to {direction}. Use the same direction or another study."
+            )
+        self.study = study
+        self._check_settings()
 
     # ------------------------------------------------------------------ study state
 
@@ -467,7 +482,13 @@ class FreezeThaw:
         )
         trial_id = self._storage.create_new_trial(self.study._study_id, template_trial=template)
         number = self._storage.get_trial_number_from_id(trial_id)
-        return self._job(trial_id, number, params, 0, max_train)
+        try:
+            return self._job(trial_id, number, params, 0, max_train)
+        except OSError as e:  # its checkpoint directory: fail the trial, leave no RUNNING one
+            reason = f"Cannot create the checkpoint directory of trial {number}: {e}"
+            self._storage.set_trial_user_attr(trial_id, ERROR_ATTR, reason[:500])
+            self._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            raise InvalidConfigError(f"{reason}. Check the artifacts directory.") from None
 
     def _resume(self, trial: Any, max_train: int | None) -> Job | None:
         """Claim the paused ``trial`` (from a snapshot that may be stale) and make its job;
@@ -687,6 +708,15 @@ def _open_study(storage: Any, study_name: str | None, direction: str) -> Any:
                 raise PfnkitError(f"Cannot open study {study_name!r} in {storage!r}: {e}") from e
             time.sleep(0.2 + random.random())
     raise AssertionError("unreachable")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL; None for other URLs and in-memory."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return None
+    path = url[len(prefix) :].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
 
 
 def sqlite_storage(url: str) -> Any:

@@ -88,6 +88,11 @@ def _distribution(name: str, d: Any, where: str) -> Any:
             return od.CategoricalDistribution(choices)
         if "low" not in d or "high" not in d:
             raise ValueError("'low' and 'high' are required")
+        for key in ("low", "high", "step"):
+            value = d.get(key)
+            # not a number at all: the conversion below refuses it
+            if value is not None and _is_number(value) and not math.isfinite(float(value)):
+                raise ValueError(f"'{key}' must be a finite number, not {value!r}")
         if kind == "float":
             return od.FloatDistribution(
                 float(d["low"]),
@@ -105,6 +110,14 @@ def _distribution(name: str, d: Any, where: str) -> Any:
         raise InvalidConfigError(
             f"Hyperparameter {name!r} ({kind}) in the {where} is invalid: {e}. Got {d!r}."
         ) from None
+
+
+def _is_number(text: Any) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def encode(params: dict[str, Any], space: dict[str, Any]) -> np.ndarray:
