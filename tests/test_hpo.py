@@ -328,14 +328,14 @@ def test_a_worker_whose_lease_expired_cannot_touch_the_trial_it_lost(
     job = old.ask()
     lease, outcome = new._lease, []
 
-    def racing_lease(trial_id):
+    def racing_lease(trial_id, to_step):
         # the old worker reports between the new worker's claim and its lease
         try:
             old.tell(job, objective(job))
             outcome.append("told")
         except TrialLost:
             outcome.append("lost")
-        lease(trial_id)
+        lease(trial_id, to_step)
 
     monkeypatch.setattr(new, "_lease", racing_lease)
     resumed = new.ask()
@@ -1083,3 +1083,37 @@ def test_space_file_refuses_non_finite_bounds(tmp_path, bound):
     path.write_text(f"lr: {{type: float, low: {bound}, high: 0.1}}\n")
     with pytest.raises(InvalidConfigError, match="'low' must be a finite number"):
         load_space(path)
+
+
+# ---------------------------------------------------------------- budget
+
+
+def test_a_worker_counts_the_steps_other_workers_are_training(space, surrogate, tmp_path):
+    """A job in flight on another worker counts against the shared budget: the second
+    worker trains only what is left, and together they spend the budget exactly."""
+    import threading
+    import time
+
+    url = f"sqlite:///{tmp_path / 'budget.db'}"
+    a = _loop(space, surrogate, url, seed=40, step_size=3)
+    b = _loop(space, surrogate, url, seed=41, step_size=3)
+    started, trained = threading.Event(), []
+
+    def slow(job):
+        trained.append(("a", job.to_step - job.from_step))
+        started.set()
+        time.sleep(1.0)
+        return objective(job)
+
+    def fast(job):
+        trained.append(("b", job.to_step - job.from_step))
+        return objective(job)
+
+    worker = threading.Thread(target=a.optimize, args=(slow, 4))
+    worker.start()
+    assert started.wait(30)
+    b.optimize(fast, budget=4)  # a trains steps 1..3 now: 1 step is left
+    worker.join(30)
+    assert trained == [("a", 3), ("b", 1)]
+    assert a.steps_used() == 4
+    check_curves(a.study)

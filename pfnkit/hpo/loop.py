@@ -337,12 +337,14 @@ class FreezeThaw:
 
     # ------------------------------------------------------------------ ask / tell
 
-    def ask(self, *, max_train: int | None = None) -> Job | None:
+    def ask(self, *, max_train: int | None = None, budget: int | None = None) -> Job | None:
         """The next job: a configuration (new or paused) and the steps to train it for:
-        ``step_size`` steps, fewer at ``max_steps`` or when ``max_train`` (the budget
-        left) is smaller.
+        ``step_size`` steps, fewer at ``max_steps`` or when ``max_train`` is smaller.
 
-        Returns None when every configuration is finished and no fresh one can be made.
+        ``budget`` is the study's total budget in steps: the job is cut to what is left of
+        it once the steps trained and the steps other workers are training now (under a
+        live lease) are counted, read just before the claim. Returns None when the budget
+        is spent or taken that way, or when no configuration can be made.
         """
         from optuna.trial import TrialState
 
@@ -365,6 +367,11 @@ class FreezeThaw:
             fresh = sample_configs(self.space, self.n_fresh, self.rng)
             tags = self.rng.random(len(fresh)).tolist()
             choice = self._choose(observed, paused, fresh, tags)
+            if budget is not None:
+                left = budget - self._committed(self._trials())
+                if left <= 0:
+                    return None
+                max_train = left if max_train is None else min(max_train, left)
             if isinstance(choice, int):
                 return self._start(fresh[choice], tags[choice], max_train)
             job = self._resume(choice, max_train)
@@ -413,10 +420,34 @@ class FreezeThaw:
         i = int(self.rng.choice(best))
         return paused[i] if i < len(paused) else i - len(paused)
 
-    def _lease(self, trial_id: int) -> None:
-        self._storage.set_trial_user_attr(
-            trial_id, LEASE_ATTR, {"worker": self.worker, "time": time.time()}
-        )
+    def _committed(self, trials: list[Any]) -> int:
+        """Steps trained plus steps in flight: being trained under a live lease (up to the
+        ``to`` step the lease names)."""
+        from optuna.trial import TrialState
+
+        now = time.time()
+        total = 0
+        for t in trials:
+            steps = int(t.user_attrs.get(STEPS_ATTR, 0))
+            total += steps
+            lease = t.user_attrs.get(LEASE_ATTR) or {}
+            if (
+                t.state == TrialState.RUNNING
+                and lease.get("worker") is not None
+                and now - float(lease.get("time", 0.0)) <= self.lease_seconds
+            ):
+                total += max(int(lease.get("to", steps)) - steps, 0)
+        return total
+
+    def _to_step(self, from_step: int, max_train: int | None) -> int:
+        step = self.step_size if max_train is None else max(min(self.step_size, max_train), 1)
+        return min(from_step + step, self.max_steps)
+
+    def _lease_value(self, to_step: int) -> dict[str, Any]:
+        return {"worker": self.worker, "time": time.time(), "to": to_step}
+
+    def _lease(self, trial_id: int, to_step: int) -> None:
+        self._storage.set_trial_user_attr(trial_id, LEASE_ATTR, self._lease_value(to_step))
 
     @contextlib.contextmanager
     def keep_alive(self, job: Job) -> Iterator[None]:
@@ -439,7 +470,7 @@ class FreezeThaw:
                 try:
                     if not self._holds(self._storage.get_trial(job.trial_id), job):
                         return  # taken over (a stall longer than the lease): tell says so
-                    self._lease(job.trial_id)
+                    self._lease(job.trial_id, job.to_step)
                 except UpdateFinishedTrialError:
                     return
                 except Exception as e:  # a storage hiccup: try again at the next beat
@@ -456,20 +487,17 @@ class FreezeThaw:
             stop.set()
             thread.join()
 
-    def _job(
-        self, trial_id: int, number: int, params: dict, from_step: int, max_train: int | None
-    ) -> Job:
+    def _job(self, trial_id: int, number: int, params: dict, from_step: int, to: int) -> Job:
         ckpt = None
         if self.artifacts_dir is not None:
             ckpt = self.artifacts_dir / f"trial-{number}"
             ckpt.mkdir(parents=True, exist_ok=True)
-        step = self.step_size if max_train is None else max(min(self.step_size, max_train), 1)
-        to = min(from_step + step, self.max_steps)
         return Job(number, dict(params), from_step, to, ckpt, trial_id, self.worker)
 
     def _start(self, params: dict[str, Any], tag: float, max_train: int | None) -> Job:
         from optuna.trial import TrialState, create_trial
 
+        to = self._to_step(0, max_train)
         template = create_trial(
             state=TrialState.RUNNING,
             params=params,
@@ -477,13 +505,13 @@ class FreezeThaw:
             user_attrs={
                 STEPS_ATTR: 0,
                 TAG_ATTR: tag,
-                LEASE_ATTR: {"worker": self.worker, "time": time.time()},
+                LEASE_ATTR: self._lease_value(to),
             },
         )
         trial_id = self._storage.create_new_trial(self.study._study_id, template_trial=template)
         number = self._storage.get_trial_number_from_id(trial_id)
         try:
-            return self._job(trial_id, number, params, 0, max_train)
+            return self._job(trial_id, number, params, 0, to)
         except OSError as e:  # its checkpoint directory: fail the trial, leave no RUNNING one
             reason = f"Cannot create the checkpoint directory of trial {number}: {e}"
             self._storage.set_trial_user_attr(trial_id, ERROR_ATTR, reason[:500])
@@ -502,7 +530,8 @@ class FreezeThaw:
         try:
             if not self._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
                 return None
-            self._lease(trial._trial_id)
+            to = self._to_step(int(trial.user_attrs[STEPS_ATTR]), max_train)
+            self._lease(trial._trial_id, to)
         except UpdateFinishedTrialError:
             return None
         fresh = self._storage.get_trial(trial._trial_id)
@@ -514,7 +543,10 @@ class FreezeThaw:
             or steps >= self.max_steps
         ):
             return None  # a late report of an older owner moved it on under the claim
-        return self._job(trial._trial_id, trial.number, fresh.params, steps, max_train)
+        if steps != int(trial.user_attrs[STEPS_ATTR]):  # trained elsewhere since the snapshot
+            to = self._to_step(steps, max_train)
+            self._lease(trial._trial_id, to)
+        return self._job(trial._trial_id, trial.number, fresh.params, steps, to)
 
     def tell(self, job: Job, values: float | Sequence[float]) -> None:
         """Record the values at steps from_step+1 .. to_step and pause (or finish) the job.
@@ -607,16 +639,19 @@ class FreezeThaw:
     ) -> None:
         """Run ask -> objective -> tell until the study has used ``budget`` steps in all.
 
-        The budget is shared: several workers on one study stop together (each job is cut
-        to the budget left when it is asked, so concurrent workers may overrun it by at most
-        one job each). An objective
-        that raises or returns NaN fails its configuration; the loop goes on.
+        The budget is shared: several workers on one study stop together. Each job is cut
+        to the budget left once the steps trained and those other workers are training now
+        are counted (``ask(budget=...)``), so workers overspend it only when they claim at
+        the same moment (between one's count and its claim, two storage round trips): by
+        at most ``step_size`` steps per other worker, and not at all with one worker. A
+        worker stops when the budget is trained or taken by jobs in flight elsewhere. An
+        objective that raises or returns NaN fails its configuration; the loop goes on.
         """
         if budget < 1:
             raise InvalidConfigError(f"The 'budget' must be >= 1 step. Got {budget}.")
         failures: list[str] = []
         while (left := budget - self.steps_used()) > 0:
-            job = self.ask(max_train=left)
+            job = self.ask(max_train=left, budget=budget)
             if job is None:
                 break
             error = None
