@@ -428,3 +428,40 @@ def test_info_agrees_with_the_loader(gp_run, tmp_path, key, value, expected):
     with pytest.raises(pfnkit.exceptions.CheckpointError):
         pfnkit.load_checkpoint(tmp_path / "odd.pt")
     assert expected in one_error_line(invoke("info", tmp_path / "odd.pt"))
+
+
+def test_threads_must_be_positive(tmp_path):
+    msg = one_error_line(
+        invoke("train-prior", "--prior", "gp", "--threads", 0, "--out", tmp_path / "x")
+    )
+    assert "--threads" in msg and ">= 1" in msg and "Got 0" in msg
+
+
+def test_out_naming_a_file_is_refused(tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("keep me")
+    msg = one_error_line(invoke("train-prior", "--prior", "gp", "--steps", 1, "--out", f, *TINY))
+    assert "is a file" in msg and "--out" in msg
+    assert f.read_text() == "keep me"
+
+
+def test_resume_accepts_the_checkpoint_file(gp_run):
+    r = invoke("train-prior", "--resume", gp_run / "checkpoint.pt", "--steps", 4, "--quiet")
+    assert r.exit_code == 0, r.output
+    assert torch.load(gp_run / "checkpoint.pt", weights_only=True)["step"] == 4
+
+
+def test_resume_from_another_pt_file_says_what_to_do(gp_run, tmp_path):
+    other = tmp_path / "copy.pt"
+    other.write_bytes((gp_run / "checkpoint.pt").read_bytes())
+    msg = one_error_line(invoke("train-prior", "--resume", other, "--steps", 4, "--quiet"))
+    assert "run directory" in msg and "checkpoint.pt" in msg
+
+
+def test_recipe_and_prior_together_are_refused(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[prior]\nname = "gp"\n')
+    msg = one_error_line(invoke("train-prior", recipe, "--prior", "bnn", "--out", tmp_path / "x"))
+    assert "--prior" in msg and "not both" in msg
+    msg = one_error_line(invoke("train-prior", "gp", "--prior", "bnn", "--out", tmp_path / "x"))
+    assert "not both" in msg

@@ -36,7 +36,9 @@ def train_prior(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Run directory (default runs/<prior>).")
     ] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this directory (or its checkpoint.pt).")
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps in all.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Datasets per step.")] = None,
     rows: Annotated[int | None, typer.Option(help="Rows per dataset.")] = None,
@@ -80,7 +82,17 @@ def train_prior(
         from pfnkit.train.recipe import load_recipe, make_run
 
         if threads is not None:
+            if threads < 1:
+                raise InvalidConfigError(
+                    f"The '--threads' option must be an int >= 1 (torch CPU threads). "
+                    f"Got {threads}; drop it to use torch's default."
+                )
             torch.set_num_threads(threads)
+        if prior_or_recipe is not None and prior is not None:
+            raise InvalidConfigError(
+                f"Give a prior/recipe argument ({prior_or_recipe!r}) or --prior ({prior!r}), "
+                "not both; drop one of them."
+            )
         options = _parse_options(ffn_option or [])
         model_o = _given(
             ffn_options=options or None,
@@ -108,7 +120,7 @@ def train_prior(
                 raise InvalidConfigError(
                     "--resume continues a run with its own prior; drop the prior/recipe argument."
                 )
-            if out_dir is not None and out_dir != resume:
+            if out_dir is not None and out_dir not in (resume, resume.parent):
                 raise InvalidConfigError(
                     "--resume writes to the run it continues; drop --out (or make it equal)."
                 )

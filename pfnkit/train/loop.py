@@ -130,6 +130,11 @@ class Trainer:
         self.prior = prior
         self.train_config = train_config
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None and self.out_dir.exists() and not self.out_dir.is_dir():
+            raise InvalidConfigError(
+                f"The run directory (--out) '{self.out_dir}' is a file, not a directory; "
+                "give a directory path (it is created if missing)."
+            )
         if self.out_dir is not None and _state is None and not overwrite:
             ckpt = self.out_dir / CHECKPOINT_NAME
             if ckpt.exists():
@@ -477,6 +482,14 @@ class Trainer:
         ``lr`` or ``checkpoint_every`` can. With the same options, a resumed run reaches
         the same parameters as one that was never interrupted.
         """
+        run_dir = Path(run_dir)
+        if run_dir.is_file():  # RUN/checkpoint.pt names its run
+            if run_dir.name != CHECKPOINT_NAME:
+                raise CheckpointError(
+                    f"--resume takes a run directory (or its {CHECKPOINT_NAME}); '{run_dir}' is "
+                    f"another file. Copy it to RUN/{CHECKPOINT_NAME} and pass --resume RUN."
+                )
+            run_dir = run_dir.parent
         state = read_checkpoint(run_dir)
         if "optimizer" not in state:
             raise CheckpointError(
