@@ -465,3 +465,43 @@ def test_recipe_and_prior_together_are_refused(tmp_path):
     assert "--prior" in msg and "not both" in msg
     msg = one_error_line(invoke("train-prior", "gp", "--prior", "bnn", "--out", tmp_path / "x"))
     assert "not both" in msg
+
+
+def test_recipe_text_in_numeric_fields_is_parsed(tmp_path):
+    from pfnkit.train.recipe import load_recipe, make_run
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        '[prior]\nname = "gp"\nlengthscale = "0.5"\nmin_features = "1"\n'
+        '[model]\nd_model = "32"\ndropout = "0.1"\nnormalize_x = "true"\n'
+        '[train]\nlr = "3e-4"\nsteps = "2e3"\nmax_context = "20"\n'
+    )
+    prior, model, train = make_run(load_recipe(recipe))
+    assert train.lr == 3e-4 and train.steps == 2000 and train.max_context == 20
+    assert model.d_model == 32 and model.dropout == 0.1 and model.normalize_x is True
+    assert prior.lengthscale == 0.5 and prior.min_features == 1
+
+
+@pytest.mark.parametrize(
+    "table, line, expected",
+    [
+        ("train", 'lr = "fast"', "'lr' field in [train] must be a float. Got 'fast'"),
+        ("train", "steps = 2.5", "'steps' field in [train] must be an int. Got 2.5"),
+        ("train", "lr = [1, 2]", "'lr' field in [train] must be a float"),
+        ("model", "ffn_options = 3", "'ffn_options' field in [model] must be a table"),
+        ("model", 'ffn_options = "top_k=2"', "'ffn_options' field in [model] must be a table"),
+        ("model", 'normalize_x = "maybe"', "'normalize_x' field in [model] must be a bool"),
+        ("train", 'precision = "fp8"', "'precision' field in [train] must be one of"),
+    ],
+)
+def test_recipe_field_of_the_wrong_type_is_one_line(tmp_path, table, line, expected):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[prior]\nname = "gp"\n[{table}]\n{line}\n')
+    assert expected in one_error_line(invoke("train-prior", recipe, "--out", tmp_path / "x"))
+
+
+def test_non_utf8_recipe_is_one_line(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_bytes('[prior]\nname = "gp" # caf\u00e9\n'.encode("latin-1"))
+    msg = one_error_line(invoke("train-prior", recipe, "--out", tmp_path / "x"))
+    assert "not UTF-8" in msg and str(recipe) in msg

@@ -149,6 +149,7 @@ def build_prior(recipe: dict[str, Any] | str) -> Any:
                 )
             kwargs[key] = tuple(value)
             continue
+        value = _parse_number(default, value)
         if isinstance(default, bool | int | str) and not isinstance(default, float):
             if type(value) is not type(default) and not (
                 isinstance(default, int) and isinstance(value, int)
@@ -167,3 +168,17 @@ def build_prior(recipe: dict[str, Any] | str) -> Any:
         return cls(**kwargs)
     except TypeError as e:  # e.g. a hyperprior where an int is required
         raise InvalidConfigError(f"Invalid recipe for prior {name!r}: {e}") from None
+
+
+def _parse_number(default: Any, value: Any) -> Any:
+    """A number written as text in a recipe (``lengthscale = "0.5"``) is parsed like the
+    number itself, for a field whose default is a number; anything else is left as given."""
+    if not isinstance(value, str) or default is None or isinstance(default, bool | str | tuple):
+        return value
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return value
+    if isinstance(default, int):
+        return int(number) if number.is_integer() else value
+    return number

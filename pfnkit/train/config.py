@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -136,4 +138,84 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        return cls(**check_fields(cls, d, "train"))
+        return cls(**parse_fields(cls, d, "train"))
+
+
+def parse_fields(cls: Any, d: dict[str, Any], section: str) -> dict[str, Any]:
+    """Check a recipe table against dataclass ``cls``: every key a field, every value parsed
+    against the field's type annotation (``lr = "3e-4"`` -> 3e-4, ``steps = "2e3"`` -> 2000).
+
+    A value that does not fit names the field, what it must be, what was given and the fix.
+    """
+    if not isinstance(d, dict):
+        raise InvalidConfigError(
+            f"[{section}] must be a table of fields. Got {d!r}; write it as [{section}]."
+        )
+    d = check_fields(cls, d, section)
+    hints = typing.get_type_hints(cls)
+    return {key: _parse_value(hints[key], value, key, section) for key, value in d.items()}
+
+
+def _parse_value(hint: Any, value: Any, key: str, section: str) -> Any:
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union) and type(None) in args:
+        if value is None:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        hint = rest[0] if len(rest) == 1 else hint
+        args, origin = typing.get_args(hint), typing.get_origin(hint)
+
+    def bad(what: str, example: str) -> InvalidConfigError:
+        return InvalidConfigError(
+            f"The '{key}' field in [{section}] must be {what}. Got {value!r} (a "
+            f"{type(value).__name__}); write e.g. {key} = {example}."
+        )
+
+    text = value.strip() if isinstance(value, str) else None
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise bad("a bool", "true")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        number: Any = value
+        if text is not None:
+            try:
+                return int(text)
+            except ValueError:
+                try:
+                    number = float(text)
+                except ValueError:
+                    raise bad("an int", "100") from None
+        if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+            return int(number)
+        raise bad("an int", "100")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if text is not None:
+            try:
+                return float(text)
+            except ValueError:
+                pass
+        raise bad("a float", "0.001")
+    if origin is Literal:
+        if value not in args:
+            allowed = ", ".join(repr(a) for a in args)
+            raise InvalidConfigError(
+                f"The '{key}' field in [{section}] must be one of {allowed}. Got {value!r}."
+            )
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad("a string", '"name"')
+        return value
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise bad("a table of options", "{ top_k = 2 }")
+        return value
+    return value

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from pfnkit.exceptions import InvalidConfigError
-from pfnkit.model.config import PFNConfig, check_fields
+from pfnkit.model.config import PFNConfig
 from pfnkit.priors import build_prior
 from pfnkit.registry import closest
-from pfnkit.train.config import TrainConfig
+from pfnkit.train.config import TrainConfig, parse_fields
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,7 +29,14 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
             "path to a .toml recipe such as priors/gp.toml."
         )
     try:
-        recipe = tomllib.loads(p.read_text())
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidConfigError(
+            f"Recipe '{path}' is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+            f"{e.start}); save it as UTF-8."
+        ) from None
+    try:
+        recipe = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise InvalidConfigError(f"Recipe '{path}' is not valid TOML: {e}.") from None
     for key in recipe:
@@ -55,9 +62,9 @@ def make_run(
 ) -> tuple[Any, PFNConfig, TrainConfig]:
     """Build (prior, model config, train config) from a recipe plus overrides."""
     prior = build_prior(recipe["prior"])
-    model_d = {**check_fields(PFNConfig, recipe.get("model", {}), "model"), **(model or {})}
+    model_d = {**parse_fields(PFNConfig, recipe.get("model", {}), "model"), **(model or {})}
     model_d["task"] = prior.task
     if prior.task == "classification" and "n_classes" not in model_d:
         model_d["n_classes"] = int(getattr(prior, "max_classes", 10))
-    train_d = {**check_fields(TrainConfig, recipe.get("train", {}), "train"), **(train or {})}
+    train_d = {**parse_fields(TrainConfig, recipe.get("train", {}), "train"), **(train or {})}
     return prior, PFNConfig.from_dict(model_d), TrainConfig.from_dict(train_d)
