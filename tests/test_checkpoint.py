@@ -146,3 +146,37 @@ def test_fields_of_the_wrong_type_are_refused(run, tmp_path, key, value):
     torch.save(data, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match=f"'{key}'"):
         pfnkit.load_checkpoint(tmp_path / "odd.pt")
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 2368 vs 2256"),
+        OSError(28, "No space left on device"),
+    ],
+)
+def test_disk_full_while_saving_is_a_clear_error(run, monkeypatch, failure):
+    import pfnkit.train.checkpoint as ckpt
+
+    before = (run / "checkpoint.pt").read_bytes()
+
+    def full(data, f):
+        f.write(b"partial")
+        raise failure
+
+    monkeypatch.setattr(ckpt.torch, "save", full)
+    with pytest.raises(CheckpointError, match="last good checkpoint") as e:
+        save_checkpoint(run, {"model_config": {}, "state_dict": {}, "step": 3})
+    assert "disk" in str(e.value) and "\n" not in str(e.value)
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert not list(run.glob("*.tmp"))
+
+
+def test_stale_temporaries_are_removed_when_a_run_resumes(run):
+    stale = [run / ".checkpoint.pt.abc123.tmp", run / ".metrics.jsonl.x9.tmp"]
+    for p in stale:
+        p.write_bytes(b"left by a kill -9 during a save")
+    other = run / "notes.tmp"
+    other.write_text("mine")
+    Trainer.resume(run, steps=3).run()
+    assert not any(p.exists() for p in stale) and other.exists()

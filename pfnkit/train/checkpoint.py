@@ -14,6 +14,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,38 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     if path.suffix != ".pt":
         path = path / CHECKPOINT_NAME
     data = {"format_version": FORMAT_VERSION, "pfnkit_version": __version__, **payload}
-    atomic_write(path, lambda f: torch.save(data, f))
+    try:
+        atomic_write(path, lambda f: torch.save(data, f))
+    except (OSError, RuntimeError) as e:
+        # torch's zip writer turns a full disk into "unexpected pos ..." (a RuntimeError)
+        reason = " ".join(str(e).split()) or type(e).__name__
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        raise CheckpointError(
+            f"Could not write checkpoint '{path}': the write failed, most likely because the "
+            f"disk is full ({free}; {reason[:120]}). The last good checkpoint there is "
+            "untouched; free some space (or choose another --out) and continue with --resume."
+        ) from None
     return path
+
+
+def clean_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Remove the temporary files a kill during a save left in a run directory.
+
+    Only the names ``atomic_write`` gives its temporaries for this directory's checkpoint and
+    metrics are touched; call it when no other process writes the run (at start or resume).
+    """
+    removed = []
+    for name in (CHECKPOINT_NAME, METRICS_NAME):
+        for tmp in Path(run_dir).glob(f".{name}.*.tmp"):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
 
 
 def resolve_path(path: str | Path) -> Path:

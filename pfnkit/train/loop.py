@@ -24,6 +24,7 @@ from pfnkit.train.checkpoint import (
     CHECKPOINT_NAME,
     METRICS_NAME,
     atomic_write,
+    clean_stale_temporaries,
     read_checkpoint,
     save_checkpoint,
 )
@@ -344,6 +345,8 @@ class Trainer:
         tc = self.train_config
         if self.out_dir is not None and self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            for tmp in clean_stale_temporaries(self.out_dir):
+                log.info("removed %s, left by a save that was killed", tmp)
             self._trim_metrics()
         restore = self._install_sigint()
         session_start = time.perf_counter()
@@ -426,8 +429,11 @@ class Trainer:
             "wall_time": round(self.elapsed, 3),
             "datasets_per_s": round(rate, 2),
         }
-        with open(self.out_dir / METRICS_NAME, "a") as f:
-            f.write(json.dumps(line) + "\n")
+        try:
+            with open(self.out_dir / METRICS_NAME, "a") as f:
+                f.write(json.dumps(line) + "\n")
+        except OSError as e:  # a full disk: the next save says so clearly; keep training
+            log.warning("could not append to %s: %s", METRICS_NAME, e)
 
     def _trim_metrics(self) -> None:
         """Drop metric lines past the checkpoint's step (written before a crash)."""
