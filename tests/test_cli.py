@@ -505,3 +505,19 @@ def test_non_utf8_recipe_is_one_line(tmp_path):
     recipe.write_bytes('[prior]\nname = "gp" # caf\u00e9\n'.encode("latin-1"))
     msg = one_error_line(invoke("train-prior", recipe, "--out", tmp_path / "x"))
     assert "not UTF-8" in msg and str(recipe) in msg
+
+
+def test_on_nonfinite_option(tmp_path):
+    out = tmp_path / "skip"
+    r = invoke(
+        "train-prior", "--prior", "gp", "--steps", 2, "--out", out, "--on-nonfinite", "skip", *TINY
+    )
+    assert r.exit_code == 0, r.output
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert (
+        saved["train_config"]["on_nonfinite"] == "skip" and saved["metrics"]["skipped_steps"] == 0
+    )
+    msg = one_error_line(
+        invoke("train-prior", "--prior", "gp", "--out", tmp_path / "y", "--on-nonfinite", "maybe")
+    )
+    assert "'on_nonfinite'" in msg and "'stop', 'skip'. Got 'maybe'" in msg
