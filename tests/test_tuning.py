@@ -507,3 +507,26 @@ def test_bad_estimator_context_and_fine_tune_values(ckpts):
         PFNClassifier(checkpoint=ckpts["classification"], fine_tune="yes").fit(X, y)
     with pytest.raises(ValueError, match="'feature_reduction' parameter"):
         PFNClassifier(checkpoint=ckpts["classification"], feature_reduction="svd").fit(X, y)
+
+
+def test_a_diverging_adaptation_run_keeps_the_best_finite_state(ckpts):
+    X, y = data(300, 5)
+    zero = PFNClassifier(checkpoint=ckpts["classification"], n_estimators=2).fit(X, y)
+    est = PFNClassifier(
+        checkpoint=ckpts["classification"],
+        n_estimators=2,
+        fine_tune=FineTune(time_budget=5, lr=1e30, eval_every=1),
+    ).fit(X, y)
+    report = est.fine_tune_report_
+    assert report["diverged"] and report["kept"] == "zero-shot"
+    assert np.array_equal(est.predict_proba(X[:10]), zero.predict_proba(X[:10]))
+    tuned = PFNClassifier(
+        checkpoint=ckpts["classification"],
+        n_estimators=1,
+        context=TunedContext(n_tokens=8, time_budget=5, lr=1e30),
+    ).fit(X, y)
+    # prompts blown up to huge values stay finite through LayerNorm; early stopping keeps
+    # the best validated ones either way
+    report = tuned.context_.report
+    assert "diverged" in report and report["best_loss"] <= report["start_loss"]
+    assert np.isfinite(tuned.predict_proba(X[:10])).all()

@@ -44,6 +44,7 @@ class EarlyStopping:
         self.best_step = torch.zeros_like(self.best, dtype=torch.long)
         self.kept = [p.detach().clone() for p in params]
         self.stale = 0
+        self.diverged = False  # a non-finite validation loss was seen
         self.history: list[tuple[int, float]] = [(0, float(self.start.mean()))]
 
     def __call__(self, info: Any) -> None:
@@ -51,6 +52,7 @@ class EarlyStopping:
             return
         loss = self.evaluate().detach().float().cpu()
         if not bool(torch.isfinite(loss).all()):
+            self.diverged = True
             self.trainer.request_stop()  # diverged: the kept parameters stay the best ones
             return
         self.history.append((info.step, float(loss.mean())))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pfnkit.exceptions import TrainingDivergedError
 from pfnkit.tuning._base import (
     ContextProblem,
     adaptation_config,
@@ -135,9 +136,14 @@ def fine_tune(problem: ContextProblem, strategy: Any, options: FineTune) -> tupl
         start=start,
     )
     left = options.time_budget - (time.perf_counter() - t0)
+    diverged = False
     if left > 0:
-        trainer.run(stopper, max_seconds=left)
+        try:
+            trainer.run(stopper, max_seconds=left)
+        except TrainingDivergedError:
+            diverged = True  # the kept (best validated) weights are still finite
     report: dict[str, Any] = {
+        "diverged": diverged or stopper.diverged,
         **stopper.summary(),
         "steps": trainer.step,
         "seconds": time.perf_counter() - t0,

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pfnkit.exceptions import TrainingDivergedError
 from pfnkit.tuning._base import (
     ContextProblem,
     adaptation_config,
@@ -237,10 +238,19 @@ class TunedContext:
             trainer, evaluate, module.trainable(), every=10, patience=self.patience
         )
         left = self.time_budget - (time.perf_counter() - t0)
-        trainer.run(stopper, max_seconds=max(0.0, left))
+        diverged = False
+        try:
+            trainer.run(stopper, max_seconds=max(0.0, left))
+        except TrainingDivergedError:
+            diverged = True  # restore() puts back the best finite prompts seen
         stopper.restore()
         cache = module.encode()
-        report = {**stopper.summary(), "steps": trainer.step, "n_tokens": n_tokens}
+        report = {
+            **stopper.summary(),
+            "steps": trainer.step,
+            "n_tokens": n_tokens,
+            "diverged": diverged or stopper.diverged,
+        }
         trained = sum(p.numel() for p in module.trainable())
         report["trained_params"] = trained
         report["trained_share"] = trained / max(1, sum(p.numel() for p in model.parameters()))
