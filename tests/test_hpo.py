@@ -869,14 +869,15 @@ def test_a_job_longer_than_its_lease_is_not_taken_over(space, surrogate, tmp_pat
 
     url = f"sqlite:///{tmp_path / 'lease.db'}"
     log: list[tuple[int, int]] = []
-    a = _loop(space, surrogate, url, seed=30, lease_seconds=1.0)
-    b = _loop(space, surrogate, url, seed=31, lease_seconds=1.0)
-    started = threading.Event()
+    # a lease of 3 s renewed every second: only a stall of 2 s would let it lapse
+    a = _loop(space, surrogate, url, seed=30, lease_seconds=3.0)
+    b = _loop(space, surrogate, url, seed=31, lease_seconds=3.0)
+    started, b_done = threading.Event(), threading.Event()
 
     def slow(job):
         log.extend((job.trial_number, s) for s in range(job.from_step + 1, job.to_step + 1))
         started.set()
-        time.sleep(2.5)
+        assert b_done.wait(60)  # still running while b asks, however slow b is
         return objective(job)
 
     def fast(job):
@@ -886,8 +887,9 @@ def test_a_job_longer_than_its_lease_is_not_taken_over(space, surrogate, tmp_pat
     worker = threading.Thread(target=a.optimize, args=(slow, 1))
     worker.start()
     assert started.wait(30)
-    time.sleep(1.6)  # past the lease: without renewals, b would pause and resume a's trial
+    time.sleep(3.6)  # past the lease: without renewals, b would pause and resume a's trial
     b.optimize(fast, budget=3)
+    b_done.set()
     worker.join(30)
     slow_trial = log[0][0]
     assert [t for t, _ in log].count(slow_trial) == 1, "the slow job was trained twice"
@@ -1092,17 +1094,16 @@ def test_a_worker_counts_the_steps_other_workers_are_training(space, surrogate, 
     """A job in flight on another worker counts against the shared budget: the second
     worker trains only what is left, and together they spend the budget exactly."""
     import threading
-    import time
 
     url = f"sqlite:///{tmp_path / 'budget.db'}"
     a = _loop(space, surrogate, url, seed=40, step_size=3)
     b = _loop(space, surrogate, url, seed=41, step_size=3)
-    started, trained = threading.Event(), []
+    started, b_done, trained = threading.Event(), threading.Event(), []
 
     def slow(job):
         trained.append(("a", job.to_step - job.from_step))
         started.set()
-        time.sleep(1.0)
+        assert b_done.wait(60)  # a's job is in flight for as long as b runs
         return objective(job)
 
     def fast(job):
@@ -1113,6 +1114,7 @@ def test_a_worker_counts_the_steps_other_workers_are_training(space, surrogate, 
     worker.start()
     assert started.wait(30)
     b.optimize(fast, budget=4)  # a trains steps 1..3 now: 1 step is left
+    b_done.set()
     worker.join(30)
     assert trained == [("a", 3), ("b", 1)]
     assert a.steps_used() == 4

@@ -11,6 +11,7 @@ This module orchestrates; the strategies decide.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import warnings
 from numbers import Integral, Real
@@ -34,13 +35,10 @@ from pfnkit.estimators.members import (
 from pfnkit.estimators.preprocessing import MODES, TableEncoder, dates_as_objects
 from pfnkit.tuning import (
     CONTEXTS,
+    STRATEGY_TYPES,
     ContextProblem,
     FineTune,
-    FullContext,
-    KNNContext,
-    MixedContext,
     SubsampleContext,
-    TunedContext,
     fine_tune,
     resolve_context,
     resolve_fine_tune,
@@ -128,14 +126,7 @@ class PFNEstimatorBase(BaseEstimator):
         "ignore_pretraining_limits": ["boolean"],
         "max_context": [Interval(Integral, 1, None, closed="left"), None],
         "preprocessing": [StrOptions({"alternate", *MODES})],
-        "context": [
-            StrOptions(set(CONTEXTS)),
-            SubsampleContext,
-            FullContext,
-            KNNContext,
-            TunedContext,
-            MixedContext,
-        ],
+        "context": [StrOptions(set(CONTEXTS)), *STRATEGY_TYPES],
         "fine_tune": ["boolean", FineTune],
         "feature_reduction": [StrOptions(set(FEATURE_REDUCTIONS))],
     }
@@ -227,7 +218,7 @@ class PFNEstimatorBase(BaseEstimator):
         self.fine_tune_report_: dict[str, Any] | None = None
         if options is not None:
             tuned, self.fine_tune_report_ = fine_tune(problem, strategy, options)
-            problem = ContextProblem(**{**problem.__dict__, "model": tuned})
+            problem = dataclasses.replace(problem, model=tuned)
             self.model_ = tuned
         self.context_ = strategy.fit(problem)
 

@@ -291,15 +291,18 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         self._skipped_in_a_row = 0
-        if not self._weights_finite():
+        if not self._weights_finite(self.parameters):  # only what the update changed
             raise self._diverged(f"the update of step {self.step} made the weights non-finite")
         self.last_loss = loss_value
         return self.last_loss
 
-    def _weights_finite(self) -> bool:
-        # one device sync for all tensors
-        flags = [torch.isfinite(p.detach()).all() for p in self.model.parameters()]
-        return bool(torch.stack(flags).all()) if flags else True
+    def _weights_finite(self, params: Any = None) -> bool:
+        """Whether ``params`` (default: every model weight) are finite: one fused norm and
+        one device sync (a norm that overflows also means the weights have diverged)."""
+        tensors = [p.detach() for p in (self.model.parameters() if params is None else params)]
+        if not tensors:
+            return True
+        return bool(torch.isfinite(torch.nn.utils.get_total_norm(tensors)))
 
     def _diverged(self, what: str) -> TrainingDivergedError:
         lr = self.train_config.lr

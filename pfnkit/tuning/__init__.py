@@ -29,6 +29,7 @@ from pfnkit.tuning.prompt import PromptedPFN, TunedContext
 from pfnkit.tuning.source import TableSource
 from pfnkit.tuning.subsample import FullContext, SubsampleContext
 
+STRATEGY_TYPES = (SubsampleContext, FullContext, KNNContext, TunedContext, MixedContext)
 CONTEXTS = ("auto", "subsample", "full", "knn", "knn-fast", "knn-shared", "tuned")
 
 AUTO_RULE = (
@@ -49,7 +50,7 @@ def auto_context(n_rows: int, context_limit: int) -> Any:
 
 def resolve_context(spec: Any, n_rows: int, context_limit: int) -> Any:
     """The strategy object for an estimator's ``context=`` value."""
-    if isinstance(spec, SubsampleContext | FullContext | KNNContext | TunedContext | MixedContext):
+    if isinstance(spec, STRATEGY_TYPES):
         return spec
     if not isinstance(spec, str) or spec not in CONTEXTS:
         from pfnkit.registry import closest
@@ -96,6 +97,7 @@ __all__ = [
     "FullContext",
     "KNNContext",
     "MixedContext",
+    "STRATEGY_TYPES",
     "PromptedPFN",
     "SubsampleContext",
     "TableSource",

@@ -61,6 +61,12 @@ class ContextProblem:
         """The same problem on a subset of the training rows."""
         return replace(self, x=self.x[:, idx], y=self.y[:, idx])
 
+    def members(self, idx: Any, **changes: Any) -> ContextProblem:
+        """The same problem for a subset of the members (``idx``: indices or a slice)."""
+        return replace(
+            self, x=self.x[idx], y=self.y[idx], categorical=self.categorical[idx], **changes
+        )
+
     def tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=self.device)
 

@@ -55,15 +55,7 @@ class MixedContext:
             members = np.arange(i, problem.n_members, len(self.strategies))
             if members.size == 0:
                 continue
-            sub = ContextProblem(
-                **{
-                    **problem.__dict__,
-                    "x": problem.x[members],
-                    "y": problem.y[members],
-                    "categorical": problem.categorical[members],
-                    "seed": problem.seed + 104729 * i,
-                }
-            )
+            sub = problem.members(members, seed=problem.seed + 104729 * i)
             resize = getattr(s, "for_members", None)  # e.g. one prompt per member
             groups.append((members, (resize(members.size) if resize else s).fit(sub)))
         return MixedFitted(groups, problem.n_members)

@@ -171,17 +171,7 @@ class TunedContext:
         t0 = time.perf_counter()
         model = problem.model
         b = min(self.n_prompts, problem.n_members)
-        prob = ContextProblem(
-            model=model,
-            x=problem.x[:b],
-            y=problem.y[:b],
-            categorical=problem.categorical[:b],
-            task=problem.task,
-            n_classes=problem.n_classes,
-            context_limit=problem.context_limit,
-            seed=problem.seed,
-            device=problem.device,
-        )
+        prob = problem.members(slice(0, b))
         classification = problem.task == "classification"
         rng = np.random.RandomState(problem.seed % 2**31)
         train_idx, val_idx = stratified_split(
@@ -201,23 +191,21 @@ class TunedContext:
         prompt, labels = _initial_prompt(prob, train_idx, n_tokens, stats, rng)
         module = PromptedPFN(model, prompt, labels, stats).to(problem.device)
         stats_t = torch.stack([mean, std], dim=1)  # (B, 2, 1, f)
-        train_src = TableSource(
-            prob.x[:, train_idx],
-            prob.y[:, train_idx],
-            problem.task,
-            problem.n_classes,
-            layout="prefix",
-            stats=stats_t,
-            queries=min(self.batch_rows, train_idx.size),
-        )
-        val_batch = TableSource(
-            prob.x[:, val_idx],
-            prob.y[:, val_idx],
-            problem.task,
-            problem.n_classes,
-            layout="prefix",
-            stats=stats_t,
-        ).batch(np.arange(b), np.tile(np.arange(min(val_idx.size, 2048)), (b, 1)), 0)
+
+        def source(rows: np.ndarray, queries: int | None = None) -> TableSource:
+            return TableSource(
+                prob.x[:, rows],
+                prob.y[:, rows],
+                problem.task,
+                problem.n_classes,
+                layout="prefix",
+                stats=stats_t,
+                queries=queries,
+            )
+
+        train_src = source(train_idx, queries=min(self.batch_rows, train_idx.size))
+        n_val = min(val_idx.size, 2048)
+        val_batch = source(val_idx).batch(np.arange(b), np.tile(np.arange(n_val), (b, 1)), 0)
         val_batch = val_batch.to(problem.device)
 
         def evaluate() -> torch.Tensor:
