@@ -15,6 +15,7 @@ from pfnkit.priors import (
     LearningCurvePrior,
     LogUniform,
     MixturePrior,
+    RulePrior,
     SCMPrior,
     Uniform,
     build_prior,
@@ -52,6 +53,7 @@ EXAMPLES = {
         LearningCurvePrior(families=("pow3", "mmf"), noise=0.0, direction="minimize"),
     ],
     "freeze_thaw": [FreezeThawPrior(), FreezeThawPrior(families=("exp3",), max_configs=4)],
+    "rules": [RulePrior(), RulePrior(families=("parity",), label_noise=0.0)],
 }
 
 

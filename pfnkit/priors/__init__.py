@@ -28,6 +28,7 @@ from pfnkit.priors.freeze_thaw import FreezeThawPrior
 from pfnkit.priors.gp import GPPrior
 from pfnkit.priors.learning_curves import LearningCurvePrior
 from pfnkit.priors.mixture import MixturePrior
+from pfnkit.priors.rules import RulePrior
 from pfnkit.priors.scm import SCMPrior
 from pfnkit.registry import Registry, closest
 
@@ -35,6 +36,7 @@ PRIORS: Registry[type] = Registry("prior")
 PRIORS.register("gp", GPPrior)
 PRIORS.register("bnn", BNNPrior)
 PRIORS.register("scm", SCMPrior)
+PRIORS.register("rules", RulePrior)
 PRIORS.register("mixture", MixturePrior)
 PRIORS.register("learning_curve", LearningCurvePrior)
 PRIORS.register("freeze_thaw", FreezeThawPrior)
@@ -50,6 +52,7 @@ __all__ = [
     "LearningCurvePrior",
     "LogUniform",
     "MixturePrior",
+    "RulePrior",
     "SCMPrior",
     "Prior",
     "Uniform",
