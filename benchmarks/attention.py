@@ -8,6 +8,7 @@ score matrix would exceed ``--max-gb`` are skipped (and say so).
 
     python benchmarks/attention.py                     # 1k..32k rows
     python benchmarks/attention.py --rows 1024 4096 --chunk 2048
+    python benchmarks/attention.py --device cuda      # peak GPU memory, synchronised times
 
 Prints a markdown table: rows, backend, peak RSS increase (MB), time (ms, median of 3).
 """
@@ -31,17 +32,28 @@ def child(args: argparse.Namespace) -> None:
     from pfnkit.model.attend import attend
 
     torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     n, nc, h, d = args.n, args.n // 2, 4, 32
-    q = torch.randn(1, h, n, d)
-    k, v = torch.randn(1, h, nc, d), torch.randn(1, h, nc, d)
-    before = rss_mb()
+    q = torch.randn(1, h, n, d, device=dev)
+    k, v = torch.randn(1, h, nc, d, device=dev), torch.randn(1, h, nc, d, device=dev)
+    if cuda:  # one untimed call: kernel selection and CUDA context set-up
+        attend(q, k, v, backend=args.backend, chunk_rows=args.chunk)
+        torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated() / 2**20 if cuda else rss_mb()
     times = []
     with torch.inference_mode():
         for _ in range(3):
+            sync()
             t0 = time.perf_counter()
             attend(q, k, v, backend=args.backend, chunk_rows=args.chunk)
+            sync()
             times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"added": peak - before, "ms": statistics.median(times) * 1e3}))
 
 
@@ -53,6 +65,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=0, help="query-row chunking (0: off)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-gb", type=float, default=6.0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (peak GPU memory, synced)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--backend", default="sdpa", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
@@ -62,9 +75,10 @@ def main() -> None:
         return
     print(
         f"# split attention, 4 heads x 32 dims, context = rows / 2, batch 1, fp32, "
-        f"{args.threads} thread(s), chunk {args.chunk or 'off'}"
+        f"{args.threads} thread(s), chunk {args.chunk or 'off'}, device {args.device}"
     )
-    print("| rows | backend | peak RSS added (MB) | time (ms) |")
+    mem = "peak GPU memory added (MiB)" if args.device.startswith("cuda") else "peak RSS added (MB)"
+    print(f"| rows | backend | {mem} | time (ms) |")
     print("|---:|---|---:|---:|")
     for n in args.rows:
         for backend in ("math", "sdpa"):
@@ -84,6 +98,8 @@ def main() -> None:
                 str(args.threads),
                 "--chunk",
                 str(args.chunk),
+                "--device",
+                args.device,
             ]
             r = subprocess.run(cmd, capture_output=True, text=True, check=True)
             m = json.loads(r.stdout.strip().splitlines()[-1])

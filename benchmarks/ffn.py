@@ -11,6 +11,7 @@ total width, measured in the same run, interleaved:
 
     python benchmarks/ffn.py                          # d_model 512, 1 thread
     python benchmarks/ffn.py --widths 4096 --batches 1 --reps 200
+    python benchmarks/ffn.py --device cuda            # on a GPU (synchronised timing)
     python benchmarks/ffn.py --quality --minutes 5    # a PFN per block, equal CPU time
 
 With ``--quality``, a PFN (d_model 128, 4 layers, d_ffn 512) is trained with each block on
@@ -134,6 +135,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=50, help="timed calls per block and round")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median taken)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (latency, synchronised)")
     ap.add_argument("--quality", action="store_true", help="train a PFN per block instead")
     ap.add_argument("--minutes", type=float, default=4.0, help="training time per block")
     ap.add_argument("--prior", default="priors/gp_hyper.toml", help="recipe for --quality")
@@ -143,8 +145,11 @@ def main() -> None:
         quality(args)
         return
     torch.manual_seed(0)
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     print(
         f"# FFN inference latency: d_model {args.d_model}, {args.threads} thread(s), fp32, "
+        f"device {args.device}, "
         f"median of {args.rounds} rounds x {args.reps} calls"
     )
     print("| block | width | batch | params | active params/row | us per row | speed-up vs mlp |")
@@ -152,11 +157,11 @@ def main() -> None:
     for width in args.widths:
         specs = blocks_for(width, args.d_model, args.leaf_dim)
         built = {
-            k: build_ffn(name, args.d_model, width, opts).eval()
+            k: build_ffn(name, args.d_model, width, opts).eval().to(dev)
             for k, (name, opts) in specs.items()
         }
         for batch in args.batches:
-            x = torch.randn(batch, args.d_model)
+            x = torch.randn(batch, args.d_model, device=dev)
             reps = max(3, args.reps if batch == 1 else args.reps // 10)
             times: dict[str, list[float]] = {k: [] for k in built}
             with torch.inference_mode():
@@ -164,9 +169,11 @@ def main() -> None:
                     blk(x)  # warm-up
                 for _ in range(args.rounds):
                     for k, blk in built.items():
+                        sync()
                         t0 = time.perf_counter()
                         for _ in range(reps):
                             blk(x)
+                        sync()
                         times[k].append((time.perf_counter() - t0) / reps)
             base = statistics.median(times["mlp"])
             for k, blk in built.items():

@@ -70,6 +70,21 @@ def train_prior(
             "checkpoint, exit 1) or skip its update (10 in a row still stop)."
         ),
     ] = None,
+    data_workers: Annotated[
+        int | None,
+        typer.Option(help="Processes sampling batches ahead (0: in the training process)."),
+    ] = None,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(help="End this session after this many minutes of training (saved)."),
+    ] = None,
+    fit_steps: Annotated[
+        bool,
+        typer.Option(
+            help="With --max-minutes: after a fifth of the time, set --steps to what the "
+            "time allows, so that the learning-rate schedule ends on time."
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -88,6 +103,15 @@ def train_prior(
                     f"Got {threads}; drop it to use torch's default."
                 )
             torch.set_num_threads(threads)
+        if max_minutes is not None and not (0 < max_minutes < float("inf")):
+            raise InvalidConfigError(
+                f"The '--max-minutes' option must be a number > 0 (minutes of training). "
+                f"Got {max_minutes}."
+            )
+        if fit_steps and max_minutes is None:
+            raise InvalidConfigError(
+                "--fit-steps fits the steps to a time budget; give --max-minutes too."
+            )
         if prior_or_recipe is not None and prior is not None:
             raise InvalidConfigError(
                 f"Give a prior/recipe argument ({prior_or_recipe!r}) or --prior ({prior!r}), "
@@ -114,6 +138,7 @@ def train_prior(
             precision=precision,
             checkpoint_every=checkpoint_every,
             on_nonfinite=on_nonfinite,
+            data_workers=data_workers,
         )
         if resume is not None:
             if prior_or_recipe is not None or prior is not None:
@@ -138,7 +163,8 @@ def train_prior(
             if out_dir is None:
                 out_dir = Path("runs") / (Path(source).stem if is_file else source)
             trainer = Trainer(p, model_cfg, train_cfg, out_dir, overwrite=overwrite)
-        _train_with_progress(trainer, quiet)
+        max_seconds = None if max_minutes is None else 60.0 * max_minutes
+        _train_with_progress(trainer, quiet, max_seconds=max_seconds, fit_steps=fit_steps)
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:
@@ -163,7 +189,9 @@ def _given(**kwargs: Any) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def _train_with_progress(trainer: Any, quiet: bool) -> None:
+def _train_with_progress(
+    trainer: Any, quiet: bool, *, max_seconds: float | None = None, fit_steps: bool = False
+) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -212,15 +240,19 @@ def _train_with_progress(trainer: Any, quiet: bool) -> None:
             del ema[:-1]
             progress.update(
                 task,
+                total=info.steps,
                 completed=info.step,
                 loss=ema[-1],
                 rate=info.datasets_per_s
                 / (tc.batch_size * tc.accumulate * trainer.dist.world_size),
             )
 
-        result = trainer.run(update)
+        result = trainer.run(update, max_seconds=max_seconds, fit_steps=fit_steps)
+    tc = trainer.train_config  # --fit-steps may have set a new total
     if trainer.dist.is_main:
         state = "Stopped (interrupted)" if trainer.interrupted else "Done"
+        if not trainer.interrupted and result["step"] < tc.steps:
+            state = "Stopped (--max-minutes reached)"
         err.print(
             f"{state} at step {result['step']}/{tc.steps}, loss {result['loss']:.4f}, "
             f"{result['wall_time'] / 60:.1f} min of training. Checkpoint: "

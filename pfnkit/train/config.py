@@ -43,6 +43,8 @@ class TrainConfig:
         on_nonfinite: what a step with a non-finite loss or gradient does: "stop" the run
             with ``TrainingDivergedError`` (the last good checkpoint is kept), or "skip"
             the update and go on (up to 10 such steps in a row, then stop).
+        data_workers: processes that sample batches ahead of the loop (0: the loop samples
+            them itself). The batches are the same either way; workers keep a GPU fed.
     """
 
     steps: int = 2000
@@ -63,6 +65,7 @@ class TrainConfig:
     log_every: int = 10
     border_samples: int = 200_000
     on_nonfinite: OnNonFinite = "stop"
+    data_workers: int = 0
 
     def __post_init__(self) -> None:
         for name in (
@@ -80,6 +83,12 @@ class TrainConfig:
                 raise InvalidConfigError(
                     f"The '{name}' training parameter must be an int >= 1. Got {v!r}."
                 )
+        w = self.data_workers
+        if not isinstance(w, int) or isinstance(w, bool) or not 0 <= w <= 256:
+            raise InvalidConfigError(
+                f"The 'data_workers' training parameter must be an int in [0, 256] (0: sample "
+                f"in the training process). Got {w!r}."
+            )
         if self.rows < 2:
             raise InvalidConfigError(
                 f"The 'rows' training parameter must be >= 2 (one context and one test row). "

@@ -29,6 +29,7 @@ from pfnkit.train.checkpoint import (
     save_checkpoint,
 )
 from pfnkit.train.config import MAX_SKIPPED_IN_A_ROW, TrainConfig
+from pfnkit.train.data import BatchFeeder, sample_indexed
 from pfnkit.train.distributed import (
     DistInfo,
     any_across_ranks,
@@ -190,6 +191,7 @@ class Trainer:
         self._skipped_in_a_row = 0
         self.saved_step: int | None = None  # step of the last checkpoint on disk
         self._stop = False
+        self._feeder: BatchFeeder | None = None
         if _state is not None:
             self.model.load_state_dict(_state["state_dict"])
             self.optimizer.load_state_dict(_state["optimizer"])
@@ -240,10 +242,11 @@ class Trainer:
     def sample_batch(self, step: int, micro: int = 0) -> Any:
         """The batch of (step, micro-batch) for this rank: a pure function of the seed."""
         tc = self.train_config
-        gen = step_generator(tc.seed, step * tc.accumulate + micro, self.dist.rank)
-        lo, hi = tc.context_range
-        sep = int(torch.randint(lo, hi + 1, (1,), generator=gen))
-        return self.prior.sample(self.batch_shape(sep), generator=gen).to(self.device)
+        k = step * tc.accumulate + micro
+        if self._feeder is not None and self._feeder.next == k:
+            return self._feeder.get(k).to(self.device)  # drawn ahead by a data worker
+        n_features = self.model_config.n_features if self.model_config is not None else 1
+        return sample_indexed(self.prior, tc, n_features, self.dist.rank, k).to(self.device)
 
     # ------------------------------------------------------------------ training
 
@@ -338,14 +341,29 @@ class Trainer:
         callback: Callable[[StepInfo], None] | None = None,
         *,
         max_seconds: float | None = None,
+        fit_steps: bool = False,
     ) -> dict[str, Any]:
         """Train up to ``train_config.steps``; checkpoint every N steps and at the end.
 
         Ctrl-C stops after the current step and saves a checkpoint (a second Ctrl-C aborts).
         ``max_seconds`` ends this session after that much wall time (a time budget);
-        a callback can end it with ``request_stop()``.
+        a callback can end it with ``request_stop()``. With ``fit_steps`` (and
+        ``max_seconds``), the speed measured over the second tenth of the budget sets
+        ``steps`` once, at a fifth of it, to what the budget allows: the learning-rate
+        schedule then ends on time (the warm-up keeps its length; the new total is saved).
         """
+        if fit_steps and max_seconds is None:
+            raise InvalidConfigError("fit_steps needs max_seconds (a time budget to fit).")
         tc = self.train_config
+        if tc.data_workers > 0:
+            self._feeder = BatchFeeder(
+                self.prior,
+                tc,
+                self.model_config.n_features if self.model_config is not None else 1,
+                self.dist.rank,
+                self.step * tc.accumulate,
+                tc.data_workers,
+            )
         if self.out_dir is not None and self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             for tmp in clean_stale_temporaries(self.out_dir):
@@ -355,6 +373,7 @@ class Trainer:
         session_start = time.perf_counter()
         base_elapsed = self.elapsed
         window: list[float] = []
+        mark: tuple[int, float] | None = None  # (step, time) at a tenth of the budget
         try:
             while self.step < tc.steps:
                 if any_across_ranks(self._stop, self.dist, self.device):
@@ -377,10 +396,24 @@ class Trainer:
                     callback(StepInfo(self.step, tc.steps, loss, lr, self.elapsed, rate))
                 if self.step % tc.checkpoint_every == 0 and self.step < tc.steps:
                     self.save()
-                if max_seconds is not None and time.perf_counter() - session_start >= max_seconds:
+                spent = time.perf_counter() - session_start
+                if max_seconds is not None and spent >= max_seconds:
                     break
+                if fit_steps and max_seconds is not None:
+                    if mark is None and spent >= 0.1 * max_seconds:
+                        mark = (self.step, spent)
+                    elif mark is not None and mark[0] >= 0 and spent >= 0.2 * max_seconds:
+                        rate = (self.step - mark[0]) / max(spent - mark[1], 1e-9)
+                        fitted = max(self.step + 1, self.step + int(rate * (max_seconds - spent)))
+                        tc = dataclasses.replace(tc, steps=fitted, warmup_steps=tc.warmup)
+                        self.train_config = tc
+                        mark = (-1, spent)  # fitted once
+                        log.info("steps fitted to the time budget: %d", fitted)
         finally:
             restore()
+            if self._feeder is not None:
+                self._feeder.close()
+                self._feeder = None
         self.save()
         return {"step": self.step, "loss": self.last_loss, "wall_time": self.elapsed}
 
