@@ -34,3 +34,20 @@ def tiny_checkpoints(tmp_path_factory):
         Trainer(SCMPrior(task=task), model, train, path).run()
         out[task] = path
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """URL of a database on a PostgreSQL server started for this test session (from the
+    Debian package; see tests/_postgres.py). Skips without it, unless
+    PFNKIT_REQUIRE_POSTGRES=1 (CI), where its absence is a failure."""
+    from _postgres import Unavailable, start_server
+
+    try:
+        server = start_server()
+    except Unavailable as e:
+        if os.environ.get("PFNKIT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required here (PFNKIT_REQUIRE_POSTGRES=1): {e}")
+        pytest.skip(f"PostgreSQL not available: {e}")
+    yield server.url
+    server.stop()

@@ -19,7 +19,13 @@ hpo_app = typer.Typer(
 )
 
 StorageOpt = Annotated[
-    str, typer.Option(help="optuna storage URL, e.g. sqlite:///study.db (RDB for many hosts).")
+    str,
+    typer.Option(
+        help=(
+            "optuna storage: sqlite:///study.db, postgresql://user@host/db (many hosts) "
+            "or journal:///path/study.log (a shared file, NFS)."
+        )
+    ),
 ]
 StudyOpt = Annotated[str, typer.Option("--study", help="Study name in the storage.")]
 ObjectiveArg = Annotated[
@@ -84,26 +90,26 @@ def load_objective(path: Path, name: str) -> Any:
 
 def default_artifacts(storage: str, study: str) -> Path:
     """Where ``hpo run`` keeps per-configuration checkpoints without ``--artifacts``:
-    ``<study>-artifacts/`` beside the database file of a ``sqlite:///`` storage, else in
-    the working directory."""
-    from pfnkit.hpo.loop import sqlite_path
+    ``<study>-artifacts/`` beside the database file of a ``sqlite:///`` storage or the log
+    of a ``journal:`` one, else in the working directory."""
+    from pfnkit.hpo.storage import journal_path, sqlite_path
 
-    db = sqlite_path(storage)
+    db = sqlite_path(storage) or journal_path(storage)
     return (db.parent if db is not None else Path()) / f"{study}-artifacts"
 
 
 def check_database(storage: str) -> None:
-    """Refuse a ``sqlite:///`` URL whose file does not exist (opening it would create an
-    empty database, hiding a mistyped path)."""
+    """Refuse a ``sqlite:///`` or ``journal:`` storage whose file does not exist (opening
+    it would create an empty one, hiding a mistyped path)."""
     from pfnkit.exceptions import InvalidConfigError
-    from pfnkit.hpo.loop import sqlite_path
+    from pfnkit.hpo.storage import journal_path, sqlite_path
 
-    db = sqlite_path(storage)
-    if db is not None and not db.is_file():
-        raise InvalidConfigError(
-            f"--storage {storage}: no SQLite database at '{db}'. Check the path (`pfnkit hpo "
-            "run` creates the database)."
-        )
+    for db, what in ((sqlite_path(storage), "SQLite database"), (journal_path(storage), "journal")):
+        if db is not None and not db.is_file():
+            raise InvalidConfigError(
+                f"--storage {storage}: no {what} at '{db}'. Check the path (`pfnkit hpo run` "
+                "creates it)."
+            )
 
 
 @hpo_app.command("run")
@@ -274,20 +280,22 @@ def _open(storage: str, study: str) -> Any:
     import optuna
 
     from pfnkit.exceptions import InvalidConfigError
+    from pfnkit.hpo.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_database(storage)
     try:
-        return optuna.load_study(study_name=study, storage=storage)
+        store = open_storage(storage)
+        return optuna.load_study(study_name=study, storage=store)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        names = [s.study_name for s in optuna.get_all_study_summaries(store)]
         raise InvalidConfigError(
             f"No study {study!r} in {storage}. Studies there: {', '.join(names) or 'none'}."
         ) from None
     except Exception as e:  # a malformed URL, a missing driver, an unreachable server, ...
         raise InvalidConfigError(
             f"Cannot open --storage {storage!r}: {one_line(e)} Use an optuna storage URL such"
-            " as sqlite:///study.db or postgresql://user@host/db."
+            " as sqlite:///study.db, postgresql://user@host/db or journal:///path/study.log."
         ) from None
 
 
@@ -295,7 +303,7 @@ def _open(storage: str, study: str) -> Any:
 def status(storage: StorageOpt = "sqlite:///study.db", study: StudyOpt = "pfnkit-hpo") -> None:
     """Configurations per state, steps used, paused and running work, the best value."""
     with user_errors():
-        from pfnkit.hpo.loop import LEASE_ATTR, STEPS_ATTR
+        from pfnkit.hpo.storage import LEASE_ATTR, STEPS_ATTR
 
         s = _open(storage, study)
         trials = s.get_trials(deepcopy=False)
@@ -326,7 +334,7 @@ def best(storage: StorageOpt = "sqlite:///study.db", study: StudyOpt = "pfnkit-h
     """Print the best configuration as JSON: params, value, steps, trial."""
     with user_errors():
         from pfnkit.exceptions import InvalidConfigError
-        from pfnkit.hpo.loop import STEPS_ATTR
+        from pfnkit.hpo.storage import STEPS_ATTR
 
         s = _open(storage, study)
         done = [t for t in s.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]

@@ -1,27 +1,16 @@
-"""Freeze-thaw Bayesian optimisation (ifBO) on an optuna study.
+"""Freeze-thaw Bayesian optimisation (ifBO) on an optuna study: the ask/tell loop.
 
-Every configuration is one optuna trial. Its learning curve is the trial's intermediate
-values (step -> value); the trial is RUNNING while a worker trains it, WAITING while it is
-paused (frozen), COMPLETE once it reached ``max_steps`` (its value is the final one), FAIL
-when the objective raised or returned NaN. The whole state lives in the study's storage,
-so a restarted loop rebuilds it from there and loses nothing, and several workers on one
-RDB storage cooperate: a paused configuration is claimed by the atomic WAITING -> RUNNING
-transition, so no configuration is trained twice for the same steps. A worker that dies
-leaves its trial RUNNING with a lease that expires; other workers then pause and resume it.
+Every configuration is one optuna trial whose learning curve is the trial's intermediate
+values; the shared state (claims, leases, pauses, reports) lives in the study's storage and
+is changed only through ``pfnkit.hpo.storage.StudyStore``, atomically under the study's
+lock, so a restarted loop rebuilds everything from the storage and several workers on one
+study (SQLite, PostgreSQL, a journal file) never train a step twice. Which configuration to
+advance is the acquisition's choice (``pfnkit.hpo.acquisition``; ifBO's MFPI-random by
+default). This module only wires the two together:
 
-Every change a worker makes rests on a read of the study that another worker may have made
-stale in between: a claim, a pause or a report then finds the trial moved on (resumed,
-paused or finished elsewhere). Such a change is not made and the worker goes on: a lost
-claim is no claim (``ask`` reads the study again and picks again), a stale pause is skipped,
-and a report, failure or pause for a trial that is no longer the job's (its worker, RUNNING,
-at ``from_step`` steps) raises ``TrialLost`` or does nothing, never touching the new
-owner's work and never failing with optuna's ``UpdateFinishedTrialError``.
-
-Acquisition (ifBO's MFPI-random): draw a horizon h uniformly in 1..max_steps and a
-threshold tau = f_best + 10^U(-4, -1) * (1 - f_best) above the incumbent (values mapped to
-[0, 1], higher is better); score every candidate, paused configurations and fresh random
-samples, by P(value at min(steps + h, max_steps) > tau) under the FT-PFN surrogate; advance
-the best one by ``step_size`` steps (ifBO: one).
+    ask:  snapshot the study -> reclaim abandoned trials -> acquisition picks a candidate
+          -> claim it (or create it) under the lock, cut to the budget left -> Job
+    tell: record the values and pause (or complete) the trial, if it is still the job's
 """
 
 from __future__ import annotations
@@ -32,7 +21,6 @@ import math
 import numbers
 import os
 import socket
-import threading
 import time
 import uuid
 import warnings
@@ -44,14 +32,38 @@ from typing import Any
 import numpy as np
 
 from pfnkit.exceptions import InvalidConfigError, PfnkitError
+from pfnkit.hpo.acquisition import Candidate, resolve_acquisition
 from pfnkit.hpo.space import encode, load_space, sample_configs
+from pfnkit.hpo.storage import (
+    ERROR_ATTR,
+    LEASE_ATTR,
+    SETTINGS_ATTR,
+    STEPS_ATTR,
+    TAG_ATTR,
+    BudgetTaken,
+    Claim,
+    StudyStore,
+    TrialLost,
+    open_study,
+    sqlite_path,
+    sqlite_storage,
+)
 from pfnkit.hpo.surrogate import Curve, FreezeThawSurrogate
 
-STEPS_ATTR = "pfnkit_steps"
-LEASE_ATTR = "pfnkit_lease"
-ERROR_ATTR = "pfnkit_error"
-TAG_ATTR = "pfnkit_tag"
-SETTINGS_ATTR = "pfnkit_freeze_thaw"
+__all__ = [
+    "ERROR_ATTR",
+    "LEASE_ATTR",
+    "SETTINGS_ATTR",
+    "STEPS_ATTR",
+    "TAG_ATTR",
+    "BadObjectiveValues",
+    "FreezeThaw",
+    "Job",
+    "TrialLost",
+    "objective_values",
+    "sqlite_path",
+    "sqlite_storage",
+]
 
 
 @dataclass
@@ -70,10 +82,6 @@ class Job:
     checkpoint_dir: Path | None
     trial_id: int = field(repr=False, default=-1)
     worker: str = field(repr=False, default="")
-
-
-class TrialLost(PfnkitError):
-    """The configuration was taken over by another worker (its lease expired)."""
 
 
 class BadObjectiveValues(InvalidConfigError):
@@ -147,7 +155,11 @@ class FreezeThaw:
             this long is considered abandoned and may be resumed by another worker. While
             the objective runs, ``optimize`` renews the lease every ``lease_seconds / 3``
             (``keep_alive``), so a lease expires only when its worker is gone (or stalled
-            for ``lease_seconds``), however long a job takes.
+            for ``lease_seconds``), however long a job takes. Workers on several machines
+            compare lease times across their clocks: keep them synchronised (NTP) to well
+            within ``lease_seconds``.
+        acquisition: "mfpi-random" (ifBO's, the default) or an ``Acquisition`` object
+            (``pfnkit.hpo.acquisition``).
         artifacts_dir: parent directory of the per-configuration checkpoint directories.
         seed: seeds fresh configurations and the acquisition's random horizon/threshold.
         max_failures: ``optimize`` stops with an error after this many failures in a row.
@@ -167,6 +179,7 @@ class FreezeThaw:
         step_size: int = 1,
         n_fresh: int = 16,
         lease_seconds: float = 600.0,
+        acquisition: Any = "mfpi-random",
         artifacts_dir: str | Path | None = None,
         seed: int | None = None,
         max_failures: int = 10,
@@ -214,9 +227,9 @@ class FreezeThaw:
         self.step_size = step_size
         self.n_fresh = n_fresh
         self.max_failures = max_failures
+        self.lease_seconds = lease_seconds
         self._feature_cache: dict[int, tuple[np.ndarray, float]] = {}
         self._range_warned = False
-        self.lease_seconds = lease_seconds
         self.rng = np.random.default_rng(seed)
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # everything that can be refused is checked before the study is created or touched
@@ -229,6 +242,7 @@ class FreezeThaw:
                 f"The search space has {len(self.space)} hyperparameters but the surrogate "
                 f"reads at most {self.surrogate.max_hyperparameters}."
             )
+        self.acquisition = resolve_acquisition(acquisition, self.surrogate)
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
         if self.artifacts_dir is not None:
             try:
@@ -239,91 +253,28 @@ class FreezeThaw:
                     f"({e.strerror or e}). Pass a directory you can write to (--artifacts)."
                 ) from None
         if study is None:
-            study = _open_study(storage, study_name, direction)
+            study = open_study(storage, study_name, direction)
         if study.direction.name.lower() != direction:
             raise InvalidConfigError(
                 f"Study '{study.study_name}' was created to {study.direction.name.lower()}; "
                 f"this loop was asked to {direction}. Use the same direction or another study."
             )
         self.study = study
-        self._check_settings()
-
-    # ------------------------------------------------------------------ study state
-
-    @property
-    def _storage(self) -> Any:
-        return self.study._storage
-
-    def _check_settings(self) -> None:
-        """Store the loop's settings in the study; refuse to mix incompatible runs."""
+        self.store = StudyStore(study, worker=self.worker, lease_seconds=lease_seconds)
         from optuna.distributions import distribution_to_json
 
-        settings = {
-            "max_steps": self.max_steps,
-            "space": {k: distribution_to_json(v) for k, v in self.space.items()},
-        }
-        stored = self.study.user_attrs.get(SETTINGS_ATTR)
-        if stored is None:
-            self.study.set_user_attr(SETTINGS_ATTR, settings)
-        elif stored != settings:
-            raise InvalidConfigError(
-                f"Study '{self.study.study_name}' was run with other settings "
-                f"(max_steps={stored.get('max_steps')}, space {sorted(stored.get('space', {}))})."
-                " Resume it with the same space and max_steps, or start a new study."
-            )
+        self.store.check_settings(
+            {
+                "max_steps": self.max_steps,
+                "space": {k: distribution_to_json(v) for k, v in self.space.items()},
+            }
+        )
 
-    def _trials(self) -> list[Any]:
-        return self.study.get_trials(deepcopy=False)
+    # ------------------------------------------------------------------ reading the study
 
     def steps_used(self) -> int:
         """Steps trained so far over all configurations (the budget spent)."""
-        return sum(int(t.user_attrs.get(STEPS_ATTR, 0)) for t in self._trials())
-
-    def _reclaim_abandoned(self, trials: list[Any]) -> bool:
-        """Pause RUNNING trials whose lease expired; True if any was paused.
-
-        ``trials`` is a snapshot that may be stale: a trial is paused only if it is still
-        RUNNING under the very lease seen there (not told, finished or resumed since). Its
-        lease is revoked before it is paused, so the worker that held it can no longer
-        report for it, even before another worker's claim writes a new lease. What is left
-        is the gap between the check and the revocation (two storage calls, on a trial whose
-        worker has been silent for ``lease_seconds``).
-        """
-        from optuna.exceptions import UpdateFinishedTrialError
-        from optuna.trial import TrialState
-
-        now = time.time()
-        paused = False
-        for t in trials:
-            if t.state != TrialState.RUNNING or STEPS_ATTR not in t.user_attrs:
-                continue
-            lease = t.user_attrs.get(LEASE_ATTR) or {}
-            if now - float(lease.get("time", 0.0)) <= self.lease_seconds:
-                continue
-            current = self._storage.get_trial(t._trial_id)
-            if current.state != TrialState.RUNNING or current.user_attrs.get(LEASE_ATTR) != (
-                t.user_attrs.get(LEASE_ATTR)
-            ):
-                continue  # reported, finished or resumed since the snapshot
-            revoked = {"worker": None, "time": time.time(), "reclaimed_by": self.worker}
-            try:
-                self._storage.set_trial_user_attr(t._trial_id, LEASE_ATTR, revoked)
-                self._storage.set_trial_state_values(t._trial_id, TrialState.WAITING)
-            except UpdateFinishedTrialError:
-                continue  # its worker finished it after all
-            paused = True
-        return paused
-
-    def _holds(self, trial: Any, job: Job) -> bool:
-        """Whether ``trial`` (freshly read) is still ``job``'s to report for."""
-        from optuna.trial import TrialState
-
-        lease = trial.user_attrs.get(LEASE_ATTR) or {}
-        return (
-            trial.state == TrialState.RUNNING
-            and int(trial.user_attrs.get(STEPS_ATTR, -1)) == job.from_step
-            and lease.get("worker") == job.worker
-        )
+        return self.store.steps_used()
 
     def _normalise(self, values: np.ndarray, high: float) -> np.ndarray:
         lo = self.value_range[0]
@@ -335,53 +286,9 @@ class FreezeThaw:
         iv = t.intermediate_values
         return np.asarray([iv[s] for s in range(1, n + 1) if s in iv], dtype=np.float64)
 
-    # ------------------------------------------------------------------ ask / tell
-
-    def ask(self, *, max_train: int | None = None, budget: int | None = None) -> Job | None:
-        """The next job: a configuration (new or paused) and the steps to train it for:
-        ``step_size`` steps, fewer at ``max_steps`` or when ``max_train`` is smaller.
-
-        ``budget`` is the study's total budget in steps: the job is cut to what is left of
-        it once the steps trained and the steps other workers are training now (under a
-        live lease) are counted, read just before the claim. Returns None when the budget
-        is spent or taken that way, or when no configuration can be made.
-        """
-        from optuna.trial import TrialState
-
-        for _attempt in range(20):
-            trials = self._trials()
-            if self._reclaim_abandoned(trials):
-                trials = self._trials()
-            ours = [t for t in trials if STEPS_ATTR in t.user_attrs]
-            observed = [
-                (t, self._curve_values(t))
-                for t in ours
-                if t.state in (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
-            ]
-            observed = [(t, v) for t, v in observed if v.size]
-            paused = [
-                t
-                for t in ours
-                if t.state == TrialState.WAITING and int(t.user_attrs[STEPS_ATTR]) < self.max_steps
-            ]
-            fresh = sample_configs(self.space, self.n_fresh, self.rng)
-            tags = self.rng.random(len(fresh)).tolist()
-            choice = self._choose(observed, paused, fresh, tags)
-            if budget is not None:
-                left = budget - self._committed(self._trials())
-                if left <= 0:
-                    return None
-                max_train = left if max_train is None else min(max_train, left)
-            if isinstance(choice, int):
-                return self._start(fresh[choice], tags[choice], max_train)
-            job = self._resume(choice, max_train)
-            if job is not None:
-                return job
-        raise PfnkitError("Could not claim a configuration after 20 attempts (heavy contention).")
-
     def _features(self, trial: Any) -> tuple[np.ndarray, float]:
         """(encoded hyperparameters, curve tag) of a trial; cached, params never change."""
-        key = trial._trial_id
+        key = trial.number
         if key not in self._feature_cache:
             tag = trial.user_attrs.get(TAG_ATTR)
             self._feature_cache[key] = (
@@ -390,163 +297,119 @@ class FreezeThaw:
             )
         return self._feature_cache[key]
 
-    def _choose(
-        self, observed: list[Any], paused: list[Any], fresh: list[dict], tags: list[float]
-    ) -> Any:
-        """A paused trial, or the index of a fresh configuration, by MFPI-random."""
+    def _curves(self, trials: list[Any]) -> list[Curve]:
+        """The observed curves of the snapshot, values mapped to [0, 1] (higher is better)."""
+        from optuna.trial import TrialState
+
+        live = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
+        observed = [
+            (t, self._curve_values(t))
+            for t in trials
+            if STEPS_ATTR in t.user_attrs and t.state in live
+        ]
+        observed = [(t, v) for t, v in observed if v.size]
         if not observed:
-            return paused[0] if paused else 0
-        highs = [float(v.max()) for _, v in observed]
-        high = self.value_range[1] if self.value_range[1] is not None else max(highs)
+            return []
+        high = self.value_range[1]
+        if high is None:
+            high = max(float(v.max()) for _, v in observed)
         if high <= self.value_range[0]:
             high = self.value_range[0] + 1.0
-        curves = [
+        return [
             Curve(*self._features(t), np.clip(self._normalise(v, high), 0.0, 1.0))
             for t, v in observed
         ]
-        f_best = float(max(c.values.max() for c in curves))
-        f_best = min(max(f_best, 0.0), 1.0)
-        tau = f_best + 10 ** self.rng.uniform(-4, -1) * (1.0 - f_best)
-        horizon = int(self.rng.integers(1, self.max_steps + 1))
-        cand_h = [self._features(t)[0] for t in paused] + [encode(c, self.space) for c in fresh]
-        cand_tag = [self._features(t)[1] for t in paused] + list(tags)
-        cand_steps = [int(t.user_attrs[STEPS_ATTR]) for t in paused] + [0] * len(fresh)
-        qstep = np.minimum(np.asarray(cand_steps) + horizon, self.max_steps)
-        logits = self.surrogate.logits(
-            curves, np.asarray(cand_h), np.asarray(cand_tag), qstep.astype(float), self.max_steps
-        )
-        score = self.surrogate.prob_above(logits, tau)
-        best = np.flatnonzero(score >= score.max() - 1e-12)
-        i = int(self.rng.choice(best))
-        return paused[i] if i < len(paused) else i - len(paused)
 
-    def _committed(self, trials: list[Any]) -> int:
-        """Steps trained plus steps in flight: being trained under a live lease (up to the
-        ``to`` step the lease names)."""
+    # ------------------------------------------------------------------ ask / tell
+
+    def ask(self, *, max_train: int | None = None, budget: int | None = None) -> Job | None:
+        """The next job: a configuration (new or paused) and the steps to train it for:
+        ``step_size`` steps, fewer at ``max_steps`` or when ``max_train`` is smaller.
+
+        ``budget`` is the study's total budget in steps: the job is cut to what is left of
+        it once the steps trained and the steps other workers are training now (under a
+        live lease) are counted, in the same atomic step as the claim, so workers never
+        overspend it. Returns None when the budget is spent or taken that way.
+        """
         from optuna.trial import TrialState
 
-        now = time.time()
-        total = 0
-        for t in trials:
-            steps = int(t.user_attrs.get(STEPS_ATTR, 0))
-            total += steps
-            lease = t.user_attrs.get(LEASE_ATTR) or {}
-            if (
-                t.state == TrialState.RUNNING
-                and lease.get("worker") is not None
-                and now - float(lease.get("time", 0.0)) <= self.lease_seconds
-            ):
-                total += max(int(lease.get("to", steps)) - steps, 0)
-        return total
+        for _attempt in range(50):
+            trials = self.store.trials()
+            if self.store.reclaim_abandoned(trials):
+                trials = self.store.trials()
+            if budget is not None and budget - self.store.committed(trials) <= 0:
+                return None
+            paused = [
+                t
+                for t in trials
+                if t.state == TrialState.WAITING
+                and STEPS_ATTR in t.user_attrs
+                and int(t.user_attrs[STEPS_ATTR]) < self.max_steps
+            ]
+            fresh = sample_configs(self.space, self.n_fresh, self.rng)
+            tags = self.rng.random(len(fresh)).tolist()
+            i = self._choose(self._curves(trials), paused, fresh, tags)
+            claim: Claim | None
+            try:
+                if i >= len(paused):
+                    k = i - len(paused)
+                    attrs = {TAG_ATTR: tags[k]}
+                    claim = self.store.start(
+                        fresh[k], self.space, attrs, self._to_step(0, max_train), budget=budget
+                    )
+                else:
+                    t = paused[i]
+                    to = self._to_step(int(t.user_attrs[STEPS_ATTR]), max_train)
+                    claim = self.store.claim(t, to, budget=budget)
+            except BudgetTaken:
+                return None
+            if claim is not None:
+                return self._job(claim)
+            # the snapshot was stale (another worker moved that trial on): look again
+        raise PfnkitError("Could not claim a configuration after 50 attempts (heavy contention).")
+
+    def _choose(
+        self, curves: list[Curve], paused: list[Any], fresh: list[dict], tags: list[float]
+    ) -> int:
+        """Index into paused + fresh of the configuration to advance."""
+        if not curves:
+            return 0  # nothing observed yet: the first paused one, else a fresh one
+        candidates = [Candidate(*self._features(t), int(t.user_attrs[STEPS_ATTR])) for t in paused]
+        candidates += [Candidate(encode(c, self.space), tag, 0) for c, tag in zip(fresh, tags)]
+        return self.acquisition.select(curves, candidates, max_steps=self.max_steps, rng=self.rng)
 
     def _to_step(self, from_step: int, max_train: int | None) -> int:
         step = self.step_size if max_train is None else max(min(self.step_size, max_train), 1)
         return min(from_step + step, self.max_steps)
 
-    def _lease_value(self, to_step: int) -> dict[str, Any]:
-        return {"worker": self.worker, "time": time.time(), "to": to_step}
-
-    def _lease(self, trial_id: int, to_step: int) -> None:
-        self._storage.set_trial_user_attr(trial_id, LEASE_ATTR, self._lease_value(to_step))
+    def _job(self, claim: Claim) -> Job:
+        job = Job(
+            claim.number,
+            claim.params,
+            claim.from_step,
+            claim.to_step,
+            None,
+            claim.trial_id,
+            claim.worker,
+        )
+        if self.artifacts_dir is None:
+            return job
+        try:
+            job.checkpoint_dir = self.artifacts_dir / f"trial-{claim.number}"
+            job.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # fail the trial: leave no RUNNING one behind
+            reason = f"Cannot create the checkpoint directory of trial {claim.number}: {e}"
+            self.store.fail(job, reason)
+            raise InvalidConfigError(f"{reason}. Check the artifacts directory.") from None
+        return job
 
     @contextlib.contextmanager
     def keep_alive(self, job: Job) -> Iterator[None]:
-        """Renew ``job``'s lease every ``lease_seconds / 3`` while the block runs.
-
-        A heartbeat thread rewrites the lease (the trial's ``pfnkit_lease`` user attribute,
-        with the time now) as long as the trial is still the job's; it stops, and is
-        joined, before the block's result is told, so a late beat never lands on a trial
-        that was paused and claimed by someone else. optuna's own heartbeat
-        (``RDBStorage(heartbeat_interval=...)``) fails stale trials instead of pausing them,
-        and only for RDB storages, hence this one on the lease attribute. ``optimize`` runs
-        every objective call inside it; use it around your own training with ask/tell.
-        """
-        stop = threading.Event()
-
-        def beat() -> None:
-            from optuna.exceptions import UpdateFinishedTrialError
-
-            while not stop.wait(self.lease_seconds / 3):
-                try:
-                    if not self._holds(self._storage.get_trial(job.trial_id), job):
-                        return  # taken over (a stall longer than the lease): tell says so
-                    self._lease(job.trial_id, job.to_step)
-                except UpdateFinishedTrialError:
-                    return
-                except Exception as e:  # a storage hiccup: try again at the next beat
-                    warnings.warn(
-                        f"Renewing the lease of trial {job.trial_number}: {e}", stacklevel=1
-                    )
-
-        thread = threading.Thread(target=beat, name=f"pfnkit-lease-{job.trial_number}")
-        thread.daemon = True
-        thread.start()
-        try:
+        """Renew ``job``'s lease every ``lease_seconds / 3`` while the block runs, so it
+        expires only when this worker is gone. ``optimize`` runs every objective call in
+        it; use it around your own training with ask/tell."""
+        with self.store.keep_alive(job):
             yield
-        finally:
-            stop.set()
-            thread.join()
-
-    def _job(self, trial_id: int, number: int, params: dict, from_step: int, to: int) -> Job:
-        ckpt = None
-        if self.artifacts_dir is not None:
-            ckpt = self.artifacts_dir / f"trial-{number}"
-            ckpt.mkdir(parents=True, exist_ok=True)
-        return Job(number, dict(params), from_step, to, ckpt, trial_id, self.worker)
-
-    def _start(self, params: dict[str, Any], tag: float, max_train: int | None) -> Job:
-        from optuna.trial import TrialState, create_trial
-
-        to = self._to_step(0, max_train)
-        template = create_trial(
-            state=TrialState.RUNNING,
-            params=params,
-            distributions=self.space,
-            user_attrs={
-                STEPS_ATTR: 0,
-                TAG_ATTR: tag,
-                LEASE_ATTR: self._lease_value(to),
-            },
-        )
-        trial_id = self._storage.create_new_trial(self.study._study_id, template_trial=template)
-        number = self._storage.get_trial_number_from_id(trial_id)
-        try:
-            return self._job(trial_id, number, params, 0, to)
-        except OSError as e:  # its checkpoint directory: fail the trial, leave no RUNNING one
-            reason = f"Cannot create the checkpoint directory of trial {number}: {e}"
-            self._storage.set_trial_user_attr(trial_id, ERROR_ATTR, reason[:500])
-            self._storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            raise InvalidConfigError(f"{reason}. Check the artifacts directory.") from None
-
-    def _resume(self, trial: Any, max_train: int | None) -> Job | None:
-        """Claim the paused ``trial`` (from a snapshot that may be stale) and make its job;
-        None if another worker got there first."""
-        from optuna.exceptions import UpdateFinishedTrialError
-        from optuna.trial import TrialState
-
-        # the atomic claim: only one worker moves a paused trial to RUNNING. It returns
-        # False when another worker claimed it first, and raises when another worker
-        # finished (or failed) it since the snapshot: both mean "not claimed".
-        try:
-            if not self._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
-                return None
-            to = self._to_step(int(trial.user_attrs[STEPS_ATTR]), max_train)
-            self._lease(trial._trial_id, to)
-        except UpdateFinishedTrialError:
-            return None
-        fresh = self._storage.get_trial(trial._trial_id)
-        lease = fresh.user_attrs.get(LEASE_ATTR) or {}
-        steps = int(fresh.user_attrs[STEPS_ATTR])
-        if (
-            fresh.state != TrialState.RUNNING
-            or lease.get("worker") != self.worker
-            or steps >= self.max_steps
-        ):
-            return None  # a late report of an older owner moved it on under the claim
-        if steps != int(trial.user_attrs[STEPS_ATTR]):  # trained elsewhere since the snapshot
-            to = self._to_step(steps, max_train)
-            self._lease(trial._trial_id, to)
-        return self._job(trial._trial_id, trial.number, fresh.params, steps, to)
 
     def tell(self, job: Job, values: float | Sequence[float]) -> None:
         """Record the values at steps from_step+1 .. to_step and pause (or finish) the job.
@@ -564,36 +427,18 @@ class FreezeThaw:
         silently would hide a wrong ``--value-low/--value-high``, which flattens the
         surrogate's view of every curve beyond it.
         """
-        from optuna.exceptions import UpdateFinishedTrialError
-        from optuna.trial import TrialState
-
-        lost = TrialLost(
-            f"Trial {job.trial_number} was taken over by another worker; its result for "
-            f"steps {job.from_step + 1}..{job.to_step} is discarded."
-        )
         try:
             vals = objective_values(values, job)
         except BadObjectiveValues as e:
             if not self.fail(job, str(e)):
-                raise lost from None
+                raise self.store._lost(job) from None
             raise
-        if not self._holds(self._storage.get_trial(job.trial_id), job):
-            raise lost
         self._warn_out_of_range(vals)
         if not all(math.isfinite(v) for v in vals):
             if not self.fail(job, f"objective returned a non-finite value: {vals}"):
-                raise lost
+                raise self.store._lost(job)
             return
-        try:
-            for k, v in enumerate(vals):
-                self._storage.set_trial_intermediate_value(job.trial_id, job.from_step + 1 + k, v)
-            self._storage.set_trial_user_attr(job.trial_id, STEPS_ATTR, job.to_step)
-            if job.to_step >= self.max_steps:
-                self._storage.set_trial_state_values(job.trial_id, TrialState.COMPLETE, [vals[-1]])
-            else:
-                self._storage.set_trial_state_values(job.trial_id, TrialState.WAITING)
-        except UpdateFinishedTrialError as e:  # the new owner finished it meanwhile
-            raise lost from e
+        self.store.report(job, vals, final=job.to_step >= self.max_steps)
 
     def _warn_out_of_range(self, vals: list[float]) -> None:
         lo, hi = self.value_range
@@ -616,17 +461,11 @@ class FreezeThaw:
         Returns False, changing nothing, when the configuration is no longer the job's:
         another worker took it over, or it is finished already.
         """
-        from optuna.exceptions import UpdateFinishedTrialError
-        from optuna.trial import TrialState
+        return self.store.fail(job, reason)
 
-        if not self._holds(self._storage.get_trial(job.trial_id), job):
-            return False
-        try:
-            self._storage.set_trial_user_attr(job.trial_id, ERROR_ATTR, reason[:500])
-            self._storage.set_trial_state_values(job.trial_id, TrialState.FAIL)
-        except UpdateFinishedTrialError:
-            return False
-        return True
+    def pause(self, job: Job) -> bool:
+        """Pause the job's configuration, keeping its steps (False if no longer the job's)."""
+        return self.store.pause(job)
 
     # ------------------------------------------------------------------ the loop
 
@@ -637,33 +476,36 @@ class FreezeThaw:
         *,
         callback: Callable[[FreezeThaw, Job], None] | None = None,
     ) -> None:
-        """Run ask -> objective -> tell until the study has used ``budget`` steps in all.
+        """Run ask -> objective -> tell until the study has trained ``budget`` steps.
 
-        The budget is shared: several workers on one study stop together. Each job is cut
-        to the budget left once the steps trained and those other workers are training now
-        are counted (``ask(budget=...)``), so workers overspend it only when they claim at
-        the same moment (between one's count and its claim, two storage round trips): by
-        at most ``step_size`` steps per other worker, and not at all with one worker. A
-        worker stops when the budget is trained or taken by jobs in flight elsewhere. An
-        objective that raises or returns NaN fails its configuration; the loop goes on.
+        The budget is shared: several workers on one study stop together, and never
+        overspend it (each claim is cut to what is left, counting the jobs in flight, in
+        one atomic step). A worker that finds the rest of the budget in flight elsewhere
+        waits for it: a job that fails, or whose worker dies (its lease expires), comes
+        back and is trained here. An objective that raises or returns NaN fails its
+        configuration; the loop goes on.
         """
         if budget < 1:
             raise InvalidConfigError(f"The 'budget' must be >= 1 step. Got {budget}.")
         failures: list[str] = []
+        wait = 0.05
         while (left := budget - self.steps_used()) > 0:
             job = self.ask(max_train=left, budget=budget)
-            if job is None:
-                break
+            if job is None:  # the rest is in flight elsewhere: wait for it to land or return
+                time.sleep(wait)
+                wait = min(wait * 2, max(self.lease_seconds / 6, 0.05), 2.0)
+                continue
+            wait = 0.05
             error = None
             try:
                 with self.keep_alive(job):
                     values = objective(job)
                 self.tell(job, values)
-                trial = self._storage.get_trial(job.trial_id)
+                trial = self.store.trial(job.trial_id)
                 if trial.state.name == "FAIL":
                     error = trial.user_attrs.get(ERROR_ATTR, "?")
             except KeyboardInterrupt:
-                self._pause(job)
+                self.pause(job)
                 raise
             except TrialLost:
                 continue
@@ -685,27 +527,18 @@ class FreezeThaw:
             if callback is not None:
                 callback(self, job)
 
-    def _pause(self, job: Job) -> None:
-        """Pause the job's configuration (on an interrupt) if it is still the job's."""
-        from optuna.exceptions import UpdateFinishedTrialError
-        from optuna.trial import TrialState
-
-        if not self._holds(self._storage.get_trial(job.trial_id), job):
-            return
-        with contextlib.suppress(UpdateFinishedTrialError):  # finished meanwhile
-            self._storage.set_trial_state_values(job.trial_id, TrialState.WAITING)
-
     def best(self) -> tuple[dict[str, Any], float, int] | None:
         """(params, value, steps) of the best configuration: the best final value among
         finished ones, else the best value seen at any step. None before any value."""
         from optuna.trial import TrialState
 
         sign = 1.0 if self.direction == "maximize" else -1.0
-        done = [t for t in self._trials() if t.state == TrialState.COMPLETE and t.value is not None]
+        trials = self.store.trials()
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
         if done:
             t = max(done, key=lambda t: sign * t.value)
             return dict(t.params), float(t.value), int(t.user_attrs.get(STEPS_ATTR, 0))
-        seen = [(t, self._curve_values(t)) for t in self._trials() if STEPS_ATTR in t.user_attrs]
+        seen = [(t, self._curve_values(t)) for t in trials if STEPS_ATTR in t.user_attrs]
         seen = [(t, v) for t, v in seen if v.size]
         if not seen:
             return None
@@ -717,64 +550,3 @@ def _all_distributions(space: Any) -> bool:
     from optuna.distributions import BaseDistribution
 
     return isinstance(space, dict) and all(isinstance(v, BaseDistribution) for v in space.values())
-
-
-def _open_study(storage: Any, study_name: str | None, direction: str) -> Any:
-    """Create or load a study; workers starting together race to create the schema and
-    the study, so a collision is retried."""
-    import random
-
-    import optuna
-
-    for attempt in range(8):
-        try:
-            if isinstance(storage, str) and storage.startswith("sqlite"):
-                storage_obj: Any = sqlite_storage(storage)
-            else:
-                storage_obj = storage
-            return optuna.create_study(
-                storage=storage_obj,
-                study_name=study_name,
-                direction=direction,  # type: ignore[arg-type]
-                load_if_exists=True,
-            )
-        except Exception as e:  # sqlalchemy OperationalError, DuplicatedStudyError, ...
-            if attempt == 7 or storage is None:
-                raise PfnkitError(f"Cannot open study {study_name!r} in {storage!r}: {e}") from e
-            time.sleep(0.2 + random.random())
-    raise AssertionError("unreachable")
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The database file of a ``sqlite:///PATH`` URL; None for other URLs and in-memory."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix):
-        return None
-    path = url[len(prefix) :].split("?", 1)[0]
-    return None if path in ("", ":memory:") else Path(path)
-
-
-def sqlite_storage(url: str) -> Any:
-    """An optuna RDB storage on SQLite whose transactions take the write lock up front.
-
-    SQLite ignores SELECT ... FOR UPDATE, so optuna's WAITING -> RUNNING claim would be a
-    read-then-write race between processes; BEGIN IMMEDIATE makes each transaction
-    exclusive, which turns the claim into an atomic compare-and-set. Workers wait up to a
-    minute for the lock instead of failing.
-    """
-    import optuna
-    from sqlalchemy import event
-
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    engine = storage.engine
-
-    @event.listens_for(engine, "connect")
-    def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # let the "begin" hook below open them
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # pooled connections made before the hooks are dropped
-    return storage
