@@ -1038,3 +1038,29 @@ def test_a_worker_counts_the_steps_other_workers_are_training(space, surrogate, 
     assert trained == [("a", 3), ("b", 1)]
     assert a.steps_used() == 4
     check_curves(a.study)
+
+
+# ---------------------------------------------------------------- acquisitions
+
+
+def test_another_acquisition_plugs_in(space, surrogate):
+    """An object with select() replaces MFPI-random; it sees every observed curve and the
+    paused candidates before the fresh ones."""
+    seen = []
+
+    class MostTrained:
+        def select(self, curves, candidates, *, max_steps, rng):
+            seen.append((len(curves), [c.steps for c in candidates]))
+            return max(range(len(candidates)), key=lambda i: candidates[i].steps)
+
+    ft = FreezeThaw(space, max_steps=MAX_STEPS, surrogate=surrogate, acquisition=MostTrained())
+    ft.optimize(objective, budget=MAX_STEPS)
+    # it always advances the configuration trained furthest: one configuration, to the end
+    assert [t.state.name for t in ft.study.trials] == ["COMPLETE"]
+    assert seen[-1] == (1, [MAX_STEPS - 1] + [0] * ft.n_fresh)
+
+
+@pytest.mark.parametrize("bad, match", [("ucb", "Unknown acquisition"), (3, "'acquisition'")])
+def test_unknown_acquisitions_are_refused(space, surrogate, bad, match):
+    with pytest.raises(InvalidConfigError, match=match):
+        FreezeThaw(space, max_steps=MAX_STEPS, surrogate=surrogate, acquisition=bad)
