@@ -379,8 +379,12 @@ def objective(job):
 """
 
 
-@pytest.mark.parametrize("bundled", [False, True], ids=["small-surrogate", "bundled-surrogate"])
-def test_cli_run_status_best(tmp_path, surrogate_path, bundled):
+@pytest.mark.parametrize(
+    "bundled, storage",
+    [(False, "sqlite"), (True, "sqlite"), (False, "journal")],
+    ids=["small-surrogate", "bundled-surrogate", "journal-file"],
+)
+def test_cli_run_status_best(tmp_path, surrogate_path, bundled, storage):
     from typer.testing import CliRunner
 
     from pfnkit.cli import app as cli_app
@@ -388,6 +392,8 @@ def test_cli_run_status_best(tmp_path, surrogate_path, bundled):
     (tmp_path / "obj.py").write_text(OBJECTIVE_PY)
     (tmp_path / "space.yaml").write_text(SPACE_YAML)
     url = f"sqlite:///{tmp_path / 'cli.db'}"
+    if storage == "journal":
+        url = f"journal://{tmp_path / 'cli.log'}"
     common = ["--storage", url, "--study", "cli"]
     runner = CliRunner()
     r = runner.invoke(
@@ -954,6 +960,9 @@ def test_status_and_best_refuse_bad_storages(tmp_path, command):
     )
     assert not missing.exists()  # no empty database made for a mistyped path
     _one_line_error(_cli("hpo", command, "--storage", "nosuchdb://x/y"), "Cannot open --storage")
+    journal = tmp_path / "typo.log"
+    _one_line_error(_cli("hpo", command, "--storage", f"journal:{journal}"), "no journal at")
+    assert not journal.exists()
 
 
 def _run_args(tmp_path, surrogate_path, *extra):
