@@ -208,6 +208,49 @@ def test_cached_context_matches_full_forward(task, normalize_x):
     assert torch.allclose(model.predict_cached(cache, x[:, 15:]), full[:, 3:], atol=1e-5)
 
 
+def test_row_inputs_enter_each_row_unnormalised_and_cached():
+    model = make(normalize_x=True, n_row_inputs=2)
+    x, y = torch.randn(2, 20, 3), torch.randn(2, 12)
+    r = torch.randint(0, 2, (2, 20, 2)).float()
+    full = model(x, y, row_inputs=r)
+    # a query row's own inputs change its prediction and no other row's
+    r2 = r.clone()
+    r2[:, 15] = 1.0 - r2[:, 15]
+    out = model(x, y, row_inputs=r2)
+    assert not torch.allclose(out[:, 3], full[:, 3])
+    assert torch.allclose(out[:, :3], full[:, :3]) and torch.allclose(out[:, 4:], full[:, 4:])
+    # a context row's inputs reach every query (through the keys and values)
+    r3 = r.clone()
+    r3[:, 0] = 5.0
+    assert not torch.allclose(model(x, y, row_inputs=r3), full)
+    cache = model.encode_context(x[:, :12], y, row_inputs=r[:, :12])
+    assert torch.allclose(model.predict_cached(cache, x[:, 12:], r[:, 12:]), full, atol=1e-5)
+    # the extras mapping carries them from a Batch
+    from pfnkit.priors import Batch
+
+    batch = Batch(x=x, y=torch.randn(2, 20), target_y=torch.randn(2, 20), single_eval_pos=12)
+    batch.y[:, :12] = y
+    batch.extras["row_inputs"] = r
+    assert torch.allclose(model(**model.inputs_of(batch)), full)
+
+
+def test_row_inputs_are_checked_against_the_config():
+    plain, with_rows = make(), make(n_row_inputs=2)
+    x, y = torch.randn(1, 10, 3), torch.randn(1, 6)
+    with pytest.raises(InvalidConfigError, match="row_inputs"):
+        with_rows(x, y)
+    with pytest.raises(InvalidConfigError, match=r"\(1, 10, 2\)"):
+        with_rows(x, y, row_inputs=torch.zeros(1, 10, 3))
+    with pytest.raises(InvalidConfigError, match="n_row_inputs=0"):
+        plain(x, y, row_inputs=torch.zeros(1, 10, 2))
+    # a PFN without row inputs keeps the state-dict keys of earlier checkpoints
+    assert not any(k.startswith("row_encoder") for k in plain.state_dict())
+    with pytest.raises(InvalidConfigError, match="n_row_inputs must be an int >= 0"):
+        PFNConfig(n_row_inputs=-1)
+    cfg = PFNConfig(n_row_inputs=3)
+    assert PFNConfig.from_dict(cfg.to_dict()) == cfg
+
+
 @pytest.mark.parametrize("capacity_factor", [0.0, 0.75])
 def test_moe_dispatch_implementations_agree(capacity_factor):
     x = torch.randn(2, 40, 16)

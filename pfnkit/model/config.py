@@ -32,6 +32,10 @@ class PFNConfig:
             model (for priors and data whose feature scales vary, such as tables).
         attention_chunk: process attention queries in chunks of this many rows (0: all
             at once); bounds peak memory for long contexts without changing results.
+        n_row_inputs: width of an extra per-row input (``row_inputs``, (B, N, R)) that is
+            embedded on its own and added to every row's token, never normalised, padded
+            or mixed with the features (a treatment indicator, or what a query row asks
+            for); 0: none. A prior that needs one says so in its ``n_row_inputs``.
     """
 
     task: Task = "regression"
@@ -48,6 +52,7 @@ class PFNConfig:
     attention: str = "sdpa"
     normalize_x: bool = False
     attention_chunk: int = 0
+    n_row_inputs: int = 0
 
     def __post_init__(self) -> None:
         check_task("PFNConfig", self.task)
@@ -62,6 +67,14 @@ class PFNConfig:
             )
         if self.d_ffn is not None and self.d_ffn < 1:
             raise InvalidConfigError(f"PFNConfig.d_ffn must be >= 1. Got {self.d_ffn}.")
+        if (
+            not isinstance(self.n_row_inputs, int)
+            or isinstance(self.n_row_inputs, bool)
+            or self.n_row_inputs < 0
+        ):
+            raise InvalidConfigError(
+                f"PFNConfig.n_row_inputs must be an int >= 0. Got {self.n_row_inputs!r}."
+            )
         if self.n_classes < 2:
             raise InvalidConfigError(f"PFNConfig.n_classes must be >= 2. Got {self.n_classes}.")
         if self.n_bars < 2:

@@ -5,7 +5,7 @@ the first Nc), so test rows never see each other and no positional encoding exis
 permuting context rows leaves predictions unchanged.
 
 Shape legend: B batch, N rows, Nc context rows, M = N - Nc test rows, F features,
-H heads, D head dim, E d_model, K outputs.
+H heads, D head dim, E d_model, K outputs, R per-row inputs.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pfnkit.model.encoders import FeatureEncoder, TargetEncoder
 from pfnkit.model.ffn import FFNBlock, build_ffn
 from pfnkit.model.heads import BarDistribution, classification_loss, mask_classes
 
-MODEL_EXTRAS = ("stats",)  # Batch.extras keys that forward() takes; see PFN.inputs_of
+MODEL_EXTRAS = ("stats", "row_inputs")  # Batch.extras keys forward() takes; see inputs_of
 
 
 def _extra_value(key: str, value: Any) -> Any:
@@ -145,6 +145,11 @@ class PFN(nn.Module):
         e = config.d_model
         self.x_encoder = FeatureEncoder(config.n_features, e, config.normalize_x)
         self.y_encoder = TargetEncoder(config.task, e, config.n_classes)
+        # extra per-row inputs get their own projection (absent when n_row_inputs is 0,
+        # so checkpoints without them keep their state-dict keys)
+        self.row_encoder = (
+            nn.Linear(config.n_row_inputs, e, bias=False) if config.n_row_inputs else None
+        )
         self.layers = nn.ModuleList(PFNLayer(config) for _ in range(config.n_layers))
         self.norm = nn.LayerNorm(e)
         self.decoder = nn.Sequential(
@@ -170,6 +175,7 @@ class PFN(nn.Module):
         n_features: torch.Tensor | None = None,
         prefix: torch.Tensor | None = None,
         stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+        row_inputs: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, int]:
         """Rows to tokens: the one place where inputs enter the residual stream.
 
@@ -181,6 +187,9 @@ class PFN(nn.Module):
                 label embedding included); they join the context before the real rows.
             stats: feature (mean, std), each (B, 1, F), for ``normalize_x`` (default: those
                 of the Nc context rows; required when Nc is 0).
+            row_inputs: (B, N, R) extra per-row inputs, required when the config has
+                ``n_row_inputs`` = R > 0 (a treatment indicator, a query's kind); embedded
+                by their own projection and added to the row's token.
 
         Returns:
             (tokens (B, P + N, E), number of context tokens P + Nc).
@@ -203,6 +212,7 @@ class PFN(nn.Module):
                 )
             stats = self.x_encoder.context_stats(x[:, :n_ctx])
         h = self.x_encoder(x, n_features, stats=stats)  # (B, N, E)
+        h = self._add_row_inputs(h, row_inputs)
         if n_ctx:
             h = torch.cat([h[:, :n_ctx] + self.y_encoder(y_ctx), h[:, n_ctx:]], dim=1)
         if prefix is not None:
@@ -216,6 +226,28 @@ class PFN(nn.Module):
             n_ctx += prefix.shape[1]
         return h, n_ctx
 
+    def _add_row_inputs(self, h: torch.Tensor, row_inputs: torch.Tensor | None) -> torch.Tensor:
+        """h (B, N, E) plus the embedding of row_inputs (B, N, R), checked against R."""
+        r = self.config.n_row_inputs
+        if row_inputs is None:
+            if r:
+                raise InvalidConfigError(
+                    f"This PFN takes row_inputs (B, N, {r}) for every row (its prior's "
+                    "Batch.extras['row_inputs']); pass row_inputs=."
+                )
+            return h
+        if self.row_encoder is None:
+            raise InvalidConfigError(
+                "row_inputs were given but this PFN has n_row_inputs=0; train it with "
+                "n_row_inputs set (a prior that needs them sets it) or drop them."
+            )
+        if tuple(row_inputs.shape) != (*h.shape[:2], r):
+            raise InvalidConfigError(
+                f"row_inputs must be (B, N, n_row_inputs) = {(*h.shape[:2], r)}. "
+                f"Got {tuple(row_inputs.shape)}."
+            )
+        return h + self.row_encoder(row_inputs.to(h.dtype))
+
     def forward(
         self,
         x: torch.Tensor,
@@ -224,6 +256,7 @@ class PFN(nn.Module):
         n_features: torch.Tensor | None = None,
         prefix: torch.Tensor | None = None,
         stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+        row_inputs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the rows after the context.
 
@@ -233,11 +266,14 @@ class PFN(nn.Module):
             n_features: (B,) features used per dataset (default: all F).
             prefix: (1 or B, P, E) learned context tokens placed before the context rows.
             stats: feature (mean, std) for ``normalize_x`` (see ``embed``).
+            row_inputs: (B, N, R) extra per-row inputs (see ``embed``).
 
         Returns:
             (B, M, K) logits for the M = N - Nc test rows.
         """
-        h, n_ctx = self.embed(x, y_ctx, n_features=n_features, prefix=prefix, stats=stats)
+        h, n_ctx = self.embed(
+            x, y_ctx, n_features=n_features, prefix=prefix, stats=stats, row_inputs=row_inputs
+        )
         if not 0 < n_ctx < h.shape[1]:
             raise InvalidConfigError(
                 f"PFN needs 1 <= Nc < N context rows. Got Nc={y_ctx.shape[1]} with "
@@ -259,8 +295,9 @@ class PFN(nn.Module):
 
         Rows before ``single_eval_pos`` are the context (their ``y`` is shown), the rest
         are queries. ``batch.extras`` entries named in ``MODEL_EXTRAS`` are passed through
-        as keyword arguments (``stats`` for prefix-only batches); every other extra is the
-        prior's own bookkeeping and never reaches the network.
+        as keyword arguments (``stats`` for prefix-only batches, ``row_inputs`` (B, N, R)
+        for priors with per-row inputs); every other extra is the prior's own bookkeeping
+        and never reaches the network.
         """
         sep = batch.single_eval_pos
         kwargs: dict[str, Any] = {"n_features": batch.n_features}
@@ -278,15 +315,19 @@ class PFN(nn.Module):
         n_features: torch.Tensor | None = None,
         prefix: torch.Tensor | None = None,
         stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+        row_inputs: torch.Tensor | None = None,
     ) -> ContextCache:
         """Run the context rows once and keep every layer's keys/values.
 
         Test rows never influence context rows, so ``predict_cached(cache, x_test)`` equals
         ``forward(cat(x_ctx, x_test), y_ctx)`` while repeated predictions skip the context.
+        ``row_inputs`` (B, Nc, R) are the context rows' extra inputs, if the PFN takes them.
         """
         if stats is None and self.x_encoder.normalize and x_ctx.shape[1]:
             stats = self.x_encoder.context_stats(x_ctx)
-        h, _ = self.embed(x_ctx, y_ctx, n_features=n_features, prefix=prefix, stats=stats)
+        h, _ = self.embed(
+            x_ctx, y_ctx, n_features=n_features, prefix=prefix, stats=stats, row_inputs=row_inputs
+        )
         kv = []
         for i, layer in enumerate(self.pfn_layers):
             k, v = layer.attn.context_kv(layer.norm1(h))
@@ -296,9 +337,13 @@ class PFN(nn.Module):
         return ContextCache(kv=kv, stats=stats, n_features=n_features)
 
     @torch.no_grad()
-    def predict_cached(self, cache: ContextCache, x_test: torch.Tensor) -> torch.Tensor:
-        """Logits (B, M, K) for test rows x_test (B, M, F) given an encoded context."""
+    def predict_cached(
+        self, cache: ContextCache, x_test: torch.Tensor, row_inputs: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, M, K) for test rows x_test (B, M, F) given an encoded context (and
+        the test rows' ``row_inputs`` (B, M, R), if the PFN takes them)."""
         h = self.x_encoder(x_test, cache.n_features, stats=cache.stats)
+        h = self._add_row_inputs(h, row_inputs)
         for layer, (k, v) in zip(self.pfn_layers, cache.kv):
             h = layer.forward_kv(h, k, v)
         return self.decoder(self.norm(h))

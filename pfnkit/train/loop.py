@@ -81,10 +81,14 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 
 def model_config_for(prior: Any, config: PFNConfig) -> PFNConfig:
-    """Check a model config against the prior (task, classes) and fill what follows."""
+    """Check a model config against the prior (task, classes) and fill what follows
+    (the task, and the width of the per-row inputs a prior such as 'causal' carries)."""
     task = prior.task
     if config.task != task:
         config = dataclasses.replace(config, task=task)
+    row_inputs = int(getattr(prior, "n_row_inputs", 0))
+    if config.n_row_inputs != row_inputs:
+        config = dataclasses.replace(config, n_row_inputs=row_inputs)
     if task == "classification":
         need = int(getattr(prior, "max_classes", config.n_classes))
         if config.n_classes < need:
