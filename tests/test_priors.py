@@ -9,6 +9,7 @@ from pfnkit.priors import (
     Batch,
     BatchShape,
     BNNPrior,
+    CausalPrior,
     Choice,
     FreezeThawPrior,
     GPPrior,
@@ -54,6 +55,10 @@ EXAMPLES = {
     ],
     "freeze_thaw": [FreezeThawPrior(), FreezeThawPrior(families=("exp3",), max_configs=4)],
     "rules": [RulePrior(), RulePrior(families=("parity",), label_noise=0.0)],
+    "causal": [
+        CausalPrior(),
+        CausalPrior(confounding=0.0, heterogeneity=0.0, missing_datasets=1.0),
+    ],
 }
 
 

@@ -24,6 +24,7 @@ from pfnkit.priors._base import (
     step_seed,
 )
 from pfnkit.priors.bnn import BNNPrior
+from pfnkit.priors.causal import CausalPrior
 from pfnkit.priors.freeze_thaw import FreezeThawPrior
 from pfnkit.priors.gp import GPPrior
 from pfnkit.priors.learning_curves import LearningCurvePrior
@@ -40,12 +41,14 @@ PRIORS.register("rules", RulePrior)
 PRIORS.register("mixture", MixturePrior)
 PRIORS.register("learning_curve", LearningCurvePrior)
 PRIORS.register("freeze_thaw", FreezeThawPrior)
+PRIORS.register("causal", CausalPrior)
 
 __all__ = [
     "PRIORS",
     "Batch",
     "BatchShape",
     "BNNPrior",
+    "CausalPrior",
     "Choice",
     "FreezeThawPrior",
     "GPPrior",
