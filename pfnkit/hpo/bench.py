@@ -241,13 +241,15 @@ def _run_method(
 def _run_freeze_thaw(
     ft: Any, objective: Callable[[Job], Any], tracker: _Tracker, ask_times: list[float]
 ) -> None:
-    """Run the FreezeThaw loop ``ft`` for the tracker's budget, timing every ask."""
+    """Run the FreezeThaw loop ``ft`` for the tracker's budget, timing every ask that
+    hands out a job (not the last one, which finds the budget spent)."""
     ask = ft.ask
 
     def timed_ask(**kwargs: Any) -> Job | None:
         t0 = time.perf_counter()
         job = ask(**kwargs)
-        ask_times.append(time.perf_counter() - t0)
+        if job is not None:
+            ask_times.append(time.perf_counter() - t0)
         return job
 
     def tracked(job: Job) -> Any:

@@ -411,8 +411,10 @@ class FreezeThaw:
         with self.store.keep_alive(job):
             yield
 
-    def tell(self, job: Job, values: float | Sequence[float]) -> None:
-        """Record the values at steps from_step+1 .. to_step and pause (or finish) the job.
+    def tell(self, job: Job, values: float | Sequence[float]) -> bool:
+        """Record the values at steps from_step+1 .. to_step and pause (or finish) the job;
+        True when recorded, False when the values were not finite and the configuration
+        was failed instead.
 
         A return value that is not one real number per step (a string, bytes, a dict,
         None, a list of the wrong length) fails the configuration, once, and raises
@@ -437,8 +439,9 @@ class FreezeThaw:
         if not all(math.isfinite(v) for v in vals):
             if not self.fail(job, f"objective returned a non-finite value: {vals}"):
                 raise self.store._lost(job)
-            return
+            return False
         self.store.report(job, vals, final=job.to_step >= self.max_steps)
+        return True
 
     def _warn_out_of_range(self, vals: list[float]) -> None:
         lo, hi = self.value_range
@@ -489,10 +492,12 @@ class FreezeThaw:
             raise InvalidConfigError(f"The 'budget' must be >= 1 step. Got {budget}.")
         failures: list[str] = []
         wait = 0.05
-        while (left := budget - self.steps_used()) > 0:
-            job = self.ask(max_train=left, budget=budget)
-            if job is None:  # the rest is in flight elsewhere: wait for it to land or return
-                time.sleep(wait)
+        while True:
+            job = self.ask(budget=budget)
+            if job is None:  # the budget is trained, or the rest is in flight elsewhere
+                if self.steps_used() >= budget:
+                    return
+                time.sleep(wait)  # wait for those jobs to land, or to come back
                 wait = min(wait * 2, max(self.lease_seconds / 6, 0.05), 2.0)
                 continue
             wait = 0.05
@@ -500,10 +505,8 @@ class FreezeThaw:
             try:
                 with self.keep_alive(job):
                     values = objective(job)
-                self.tell(job, values)
-                trial = self.store.trial(job.trial_id)
-                if trial.state.name == "FAIL":
-                    error = trial.user_attrs.get(ERROR_ATTR, "?")
+                if not self.tell(job, values):
+                    error = f"objective returned a non-finite value: {values!r:.200}"
             except KeyboardInterrupt:
                 self.pause(job)
                 raise
