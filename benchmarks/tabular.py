@@ -16,7 +16,9 @@ seed where a model has one (PFNs, random forests, gradient boosting), for reprod
 Models (``--models``, keys in brackets):
   * [pfn]    ``pfnkit.PFNClassifier(checkpoint=--checkpoint)`` /
              ``PFNRegressor(checkpoint=--reg-checkpoint)``; they take the pandas DataFrame
-             as is (object columns and NaN included);
+             as is (object columns and NaN included). ``--checkpoint`` may name several
+             classification checkpoints: each gets its own column ("PFN <file stem>"), on
+             the same splits, and its own entry in the speed line;
   * [linear] LogisticRegression(max_iter=1000) / Ridge();
   * [rf]     RandomForestClassifier() / RandomForestRegressor();
   * [hgb]    HistGradientBoostingClassifier() / HistGradientBoostingRegressor();
@@ -54,6 +56,7 @@ Run from the repository root::
     python benchmarks/tabular.py --out runs/tabular.md             # also write the tables
     python benchmarks/tabular.py --quick --checkpoint runs/clf --reg-checkpoint runs/reg  # smoke
     python benchmarks/tabular.py --datasets german sk-digits diabetes --models pfn hgb
+    python benchmarks/tabular.py --checkpoint default runs/clf-gpu/model.safetensors  # compare
 
 Markdown tables go to stdout, progress to stderr: (1) ROC AUC per data set and model with
 "mean" and "mean rank" rows, (2) a per-model summary (mean ROC AUC, accuracy, log loss;
@@ -216,9 +219,22 @@ def preprocessor(scale: bool) -> list:
     return [ct, StandardScaler()] if scale else [ct]
 
 
-def make_classifier(key: str, seed: int, checkpoint: str) -> Any:
-    if key == "pfn":
-        return PFNClassifier(checkpoint=checkpoint, random_state=seed)
+def pfn_columns(checkpoints: list[str]) -> dict[str, tuple[str, str]]:
+    """Model key -> (column name, checkpoint) of the PFNClassifier(s): "pfn" alone, or
+    "pfn", "pfn2", ... named by the checkpoint's file stem (its path if stems repeat)."""
+    if len(checkpoints) == 1:
+        return {"pfn": ("PFN", checkpoints[0])}
+    stems = [Path(c).stem for c in checkpoints]
+    labels = stems if len(set(stems)) == len(stems) else list(checkpoints)
+    return {
+        "pfn" if i == 0 else f"pfn{i + 1}": (f"PFN {label}", c)
+        for i, (label, c) in enumerate(zip(labels, checkpoints, strict=True))
+    }
+
+
+def make_classifier(key: str, seed: int, checkpoints: dict[str, str]) -> Any:
+    if key in checkpoints:
+        return PFNClassifier(checkpoint=checkpoints[key], random_state=seed)
     est = {
         "linear": lambda: LogisticRegression(max_iter=1000),
         "rf": lambda: RandomForestClassifier(random_state=seed),
@@ -333,8 +349,8 @@ def run_classification(name: str, loader: Callable, args: argparse.Namespace, co
     records = []
     for seed in range(args.splits):
         Xtr, Xte, ytr, yte = split(X, y, seed, stratify=True)
-        for key in args.models:
-            est = make_classifier(key, seed, args.checkpoint)
+        for key in args.clf_models:
+            est = make_classifier(key, seed, args.clf_checkpoints)
 
             def fit_predict(est=est, Xtr=Xtr, ytr=ytr, Xte=Xte):
                 return est.fit(Xtr, ytr).predict_proba(Xte)
@@ -342,11 +358,11 @@ def run_classification(name: str, loader: Callable, args: argparse.Namespace, co
             try:
                 proba, elapsed, caught = timed(fit_predict)
             except Exception as exc:  # a benchmark reports, then moves on
-                failures.append(f"{name} / {CLF_NAMES[key]} / split {seed}: {exc!r}")
+                failures.append(f"{name} / {args.clf_names[key]} / split {seed}: {exc!r}")
                 log(traceback.format_exc())
                 continue
-            if key == "pfn":
-                counter.add(name, caught)
+            if key in args.clf_checkpoints:
+                counter.add(name if key == "pfn" else f"{name} ({args.clf_names[key]})", caught)
             classes = est.classes_
             pred = classes[np.argmax(proba, axis=1)]
             records.append(
@@ -363,7 +379,9 @@ def run_classification(name: str, loader: Callable, args: argparse.Namespace, co
         done = [r for r in records if r["seed"] == seed]
         log(
             f"    split {seed}: "
-            + "  ".join(f"{CLF_NAMES[r['model']]} {r['auc']:.3f} ({r['time']:.1f}s)" for r in done)
+            + "  ".join(
+                f"{args.clf_names[r['model']]} {r['auc']:.3f} ({r['time']:.1f}s)" for r in done
+            )
         )
     return records
 
@@ -418,7 +436,7 @@ def run_regression(
 
 
 def speed_line(args: argparse.Namespace) -> str | None:
-    keys = [k for k in ("pfn", "hgb") if k in args.models]
+    keys = [k for k in (*args.clf_checkpoints, "hgb") if k in args.clf_models]
     if not keys:
         return None
     x, y = make_classification(n_samples=2000, n_features=20, random_state=0)
@@ -428,13 +446,13 @@ def speed_line(args: argparse.Namespace) -> str | None:
     for key in keys:
         times = []
         for run in range(SPEED_RUNS):
-            if key == "pfn":
-                est = PFNClassifier(checkpoint=args.checkpoint, random_state=run)
+            if key in args.clf_checkpoints:
+                est = PFNClassifier(checkpoint=args.clf_checkpoints[key], random_state=run)
             else:
                 est = HistGradientBoostingClassifier(random_state=run)
             _, elapsed, _ = timed(lambda est=est: est.fit(Xtr, ytr).predict_proba(Xte))
             times.append(elapsed)
-        parts.append(f"{CLF_NAMES[key]} {np.median(times):.3f} s")
+        parts.append(f"{args.clf_names[key]} {np.median(times):.3f} s")
     return (
         "speed (make_classification 1,000 train / 1,000 test rows, 20 features, binary; "
         f"median fit + predict_proba of {SPEED_RUNS} runs, {args.threads} thread(s)): "
@@ -451,8 +469,8 @@ def warm_up(args: argparse.Namespace, clf: bool, reg: bool) -> None:
 
 
 def _warm_up(args: argparse.Namespace, x: np.ndarray, y: np.ndarray, clf: bool, reg: bool) -> None:
-    if clf:
-        PFNClassifier(checkpoint=args.checkpoint, n_estimators=1).fit(x, y).predict_proba(x)
+    for checkpoint in args.clf_checkpoints.values() if clf else ():
+        PFNClassifier(checkpoint=checkpoint, n_estimators=1).fit(x, y).predict_proba(x)
     if reg:
         PFNRegressor(checkpoint=args.reg_checkpoint, n_estimators=1).fit(x[:, :3], x[:, 3]).nll(
             x[:, :3], x[:, 3]
@@ -474,10 +492,10 @@ def fmt(v: float, digits: int = 3) -> str:
     return "–" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
 
 
-def classification_tables(df: pd.DataFrame, models: list[str]) -> list[str]:
+def classification_tables(df: pd.DataFrame, models: list[str], clf_names: dict) -> list[str]:
     auc = df.groupby(["dataset", "model"], sort=False)["auc"].mean().unstack("model")
     auc = auc.reindex(columns=[m for m in models if m in auc.columns])
-    names = [CLF_NAMES[m] for m in auc.columns]
+    names = [clf_names[m] for m in auc.columns]
     rows = []
     for ds, r in auc.iterrows():
         best = np.nanmax(r.to_numpy()) if r.notna().any() else math.nan
@@ -496,7 +514,7 @@ def classification_tables(df: pd.DataFrame, models: list[str]) -> list[str]:
         d = per_ds.loc[m]
         srows.append(
             [
-                CLF_NAMES[m],
+                clf_names[m],
                 str(len(d)),
                 fmt(d["auc"].mean()),
                 fmt(d["acc"].mean()),
@@ -545,17 +563,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--datasets", nargs="+", help="data set names (KEEL stems, sk-*, regression)")
     p.add_argument("--splits", type=int, default=5, help="random 50/50 splits per data set")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenMP/BLAS threads")
-    p.add_argument("--checkpoint", default="default", help="PFNClassifier checkpoint")
+    p.add_argument(
+        "--checkpoint",
+        nargs="+",
+        default=["default"],
+        help="PFNClassifier checkpoint(s); several: one PFN column each",
+    )
     p.add_argument("--reg-checkpoint", default="default", help="PFNRegressor checkpoint")
     p.add_argument("--models", nargs="+", default=list(MODELS), help=f"subset of {MODELS}")
     p.add_argument("--quick", action="store_true", help="2 data sets (+ diabetes), 1 split")
     p.add_argument("--out", type=Path, help="also write the tables to this markdown file")
+    p.add_argument("--records", type=Path, help="also write every run's metrics to this CSV")
     args = p.parse_args(argv)
     models = [ALIASES.get(m.lower(), m.lower()) for m in args.models]
     bad = [m for m in models if m not in MODELS]
     if bad:
         p.error(f"unknown model(s) {bad}; choose from {list(MODELS)}")
     args.models = [m for m in MODELS if m in models]
+    pfns = pfn_columns(args.checkpoint) if "pfn" in args.models else {}
+    args.clf_models = [k for m in args.models for k in (pfns if m == "pfn" else [m])]
+    args.clf_names = {**CLF_NAMES, **{k: name for k, (name, _) in pfns.items()}}
+    args.clf_checkpoints = {k: c for k, (_, c) in pfns.items()}
     if args.splits < 1 or args.threads < 1:
         p.error("--splits and --threads must be at least 1")
     if args.quick:
@@ -582,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
 
     header = (
         f"pfnkit {pfnkit.__version__}, torch {torch.__version__}, python "
-        f"{platform.python_version()}; checkpoint={args.checkpoint!r}, "
+        f"{platform.python_version()}; checkpoint={', '.join(args.checkpoint)!r}, "
         f"reg-checkpoint={args.reg_checkpoint!r}; {args.splits} split(s) of 50/50, training "
         f"half capped at {TRAIN_CAP} rows; {args.threads} thread(s); models: "
         + ", ".join(args.models)
@@ -608,7 +636,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sections = [header]
     if clf_records:
-        sections += classification_tables(pd.DataFrame(clf_records), args.models)
+        sections += classification_tables(
+            pd.DataFrame(clf_records), args.clf_models, args.clf_names
+        )
     if reg_records:
         sections.append(regression_table(pd.DataFrame(reg_records), args.models))
     if speed:
@@ -623,6 +653,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
         log(f"wrote {args.out}")
+    if args.records:
+        args.records.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([*clf_records, *reg_records]).to_csv(args.records, index=False)
+        log(f"wrote {args.records}")
     return 0
 
 
