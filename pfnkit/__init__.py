@@ -1,8 +1,8 @@
 """pfnkit: one core for prior-fitted networks (PFNs).
 
-Public API: ``PFNClassifier``, ``PFNRegressor`` (scikit-learn estimators, imported on first
-use), ``load_checkpoint`` and ``__version__``; priors, models and training live in
-``pfnkit.priors``, ``pfnkit.model`` and ``pfnkit.train``.
+Public API: ``PFNClassifier``, ``PFNRegressor``, ``PFNTreatmentEffect`` (scikit-learn
+estimators, imported on first use), ``load_checkpoint`` and ``__version__``; priors, models
+and training live in ``pfnkit.priors``, ``pfnkit.model`` and ``pfnkit.train``.
 """
 
 from typing import Any
@@ -16,6 +16,7 @@ __all__ = [
     "InvalidConfigError",
     "PFNClassifier",
     "PFNRegressor",
+    "PFNTreatmentEffect",
     "PfnkitError",
     "__version__",
     "load_checkpoint",
@@ -24,7 +25,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # the estimators pull in scikit-learn: load them only when asked for
-    if name in ("PFNClassifier", "PFNRegressor"):
+    if name in ("PFNClassifier", "PFNRegressor", "PFNTreatmentEffect"):
         from pfnkit import estimators
 
         return getattr(estimators, name)

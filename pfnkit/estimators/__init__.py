@@ -1,6 +1,8 @@
-"""scikit-learn estimators backed by tabular PFNs."""
+"""scikit-learn estimators backed by PFNs: tabular classification and regression, and
+treatment effects."""
 
+from pfnkit.estimators.causal import PFNTreatmentEffect
 from pfnkit.estimators.classifier import PFNClassifier
 from pfnkit.estimators.regressor import PFNRegressor
 
-__all__ = ["PFNClassifier", "PFNRegressor"]
+__all__ = ["PFNClassifier", "PFNRegressor", "PFNTreatmentEffect"]

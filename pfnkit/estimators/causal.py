@@ -1,0 +1,593 @@
+"""PFNTreatmentEffect: heterogeneous and average treatment effects from a causal PFN.
+
+``fit(X, t, y)`` stores an observational study (covariates X, binary treatment t, outcome y)
+as the PFN's context; ``effect``, ``effect_interval``, ``predict_outcomes``, ``ate`` and
+``ate_interval`` ask the network's query rows for tau(x), mu0(x)/mu1(x) and the study's
+average effect (see ``pfnkit.priors.causal`` for what the network was trained to answer).
+The method names follow EconML's estimators.
+
+The treatment is never a feature: it reaches the network as a per-row input (w0, w1, ate),
+so the ensemble's feature permutations and preprocessing never see it. Each member is a
+view of X (``members.py``: preprocessing, feature order or subset) with its own context
+rows; the members' predictive distributions are mixed.
+
+Shape legend: B members, n training rows, M query rows, f features the PFN reads,
+K bars, R = 3 per-row inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from pfnkit.estimators._base import resolve_device
+from pfnkit.estimators.members import (
+    FEATURE_REDUCTIONS,
+    Member,
+    feature_map,
+    fit_transforms,
+    member_modes,
+)
+from pfnkit.estimators.preprocessing import MODES, TableEncoder, dates_as_objects
+from pfnkit.exceptions import CheckpointError
+from pfnkit.model.heads import BarDistribution
+from pfnkit.tuning import FullContext, SubsampleContext
+from pfnkit.tuning._base import PREDICT_TOKENS, stratified_rows
+
+DEFAULT_CHECKPOINT = "treatment-effect.safetensors"
+CONTEXTS = ("auto", "subsample", "full")
+# the row inputs (w0, w1, ate) of each query kind; a context row is (1 - t, t, 0)
+QUERY_INPUTS = {
+    "mu0": (1.0, 0.0, 0.0),
+    "mu1": (0.0, 1.0, 0.0),
+    "tau": (-1.0, 1.0, 0.0),
+    "ate": (-1.0, 1.0, 1.0),
+}
+ATE_QUERIES = 16  # ATE query rows per member (their x is ignored; the mixture smooths noise)
+OVERLAP_WARN_SHARE = 0.1  # warn when this share of rows (or more) has poor overlap
+MAX_WIDENING = 10.0
+PROPENSITY_FOLDS = 5
+_OWNER = "PFNTreatmentEffect"
+
+
+# ---------------------------------------------------------------- propensity model
+
+
+class PropensityModel:
+    """A logistic regression of t on the encoded covariates, for overlap diagnostics.
+
+    The design matrix: numeric columns (robust-scaled by ``TableEncoder``) clipped to
+    [-5, 5] with NaN as 0 (the median) plus a missing indicator per column that has NaN;
+    categorical columns one-hot (a missing level of its own, unseen levels all zero); then
+    standardised. ``C=1``: an L2 penalty keeps separable data from giving exact 0 and 1.
+    """
+
+    def __init__(self, categorical: np.ndarray, seed: int) -> None:
+        self.categorical = categorical
+        self.seed = seed
+
+    def _design(self, x: np.ndarray) -> np.ndarray:
+        cols = []
+        for j in range(x.shape[1]):
+            col = x[:, j].astype(np.float64)
+            nan = np.isnan(col)
+            if self.categorical[j]:
+                for level in self.levels_[j]:
+                    cols.append(nan if np.isnan(level) else col == level)
+            else:
+                cols.append(np.clip(np.where(nan, 0.0, col), -5.0, 5.0))
+                if self.missing_[j]:
+                    cols.append(nan)
+        if not cols:
+            return np.zeros((x.shape[0], 1))
+        return np.stack(cols, axis=1).astype(np.float64)
+
+    def fit(self, x: np.ndarray, t: np.ndarray) -> PropensityModel:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        self.missing_ = np.isnan(x).any(axis=0)
+        self.levels_ = [
+            np.unique(x[:, j]) if self.categorical[j] else np.empty(0) for j in range(x.shape[1])
+        ]  # np.unique keeps one NaN at the end when there is one
+        self.pipeline_ = make_pipeline(
+            StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=self.seed)
+        )
+        self.pipeline_.fit(self._design(x), t.astype(np.int64))
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """P(t = 1 | x) for encoded rows x (n, d)."""
+        return np.asarray(self.pipeline_.predict_proba(self._design(x))[:, 1], dtype=np.float64)
+
+    def cross_fit(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Out-of-fold propensities of the training rows (stratified folds; in-sample when
+        an arm has a single row)."""
+        from sklearn.model_selection import StratifiedKFold
+
+        folds = min(PROPENSITY_FOLDS, int(min(t.sum(), (1 - t).sum())))
+        if folds < 2:
+            return self.predict(x)
+        out = np.empty(x.shape[0])
+        split = StratifiedKFold(folds, shuffle=True, random_state=self.seed % 2**31)
+        for train, test in split.split(x, t):
+            part = PropensityModel(self.categorical, self.seed).fit(x[train], t[train])
+            out[test] = part.predict(x[test])
+        return out
+
+
+def widening(propensity: np.ndarray, threshold: float) -> np.ndarray:
+    """Interval scale factors (n,) for rows with propensities (n,): 1 inside
+    [threshold, 1 - threshold]; outside, sqrt(e* (1 - e*) / (e (1 - e))) with e* the bound,
+    capped at MAX_WIDENING.
+
+    Why that form: near x, the data about the scarcer arm grow with e (1 - e) (the variance
+    of an inverse-propensity contrast is proportional to 1 / (e (1 - e))), so an interval's
+    width is scaled by how much less information a row has than one at the bound.
+    """
+    e = np.clip(propensity, 1e-12, 1 - 1e-12)
+    info = e * (1 - e)
+    bound = threshold * (1 - threshold)
+    return np.clip(np.sqrt(bound / np.minimum(info, bound)), 1.0, MAX_WIDENING)
+
+
+# ---------------------------------------------------------------- fitted contexts
+
+
+@dataclass
+class TreatmentContext:
+    """Every member's context, encoded once at fit (keys/values with the treatment's row
+    inputs), and the x of each member's ATE query rows (any context rows: x is ignored)."""
+
+    model: Any
+    cache: Any
+    device: str
+    n_context_rows: int
+    ate_x: np.ndarray  # (B, ATE_QUERIES, f)
+
+    def logits(self, x_test: np.ndarray, query: str) -> torch.Tensor:
+        """(B, M, K) logits of query rows x_test (B, M, f) asking for ``query``."""
+        b, m, _ = x_test.shape
+        step = max(1, PREDICT_TOKENS // max(1, b))
+        code = torch.tensor(QUERY_INPUTS[query], dtype=torch.float32, device=self.device)
+        outs = []
+        for start in range(0, m, step):
+            xt = torch.as_tensor(
+                np.ascontiguousarray(x_test[:, start : start + step]),
+                dtype=torch.float32,
+                device=self.device,
+            )
+            ri = code.expand(*xt.shape[:2], 3)
+            outs.append(self.model.predict_cached(self.cache, xt, row_inputs=ri).float().cpu())
+        if not outs:
+            return torch.zeros(b, 0, self.model.config.n_outputs)
+        return torch.cat(outs, dim=1)
+
+
+# ---------------------------------------------------------------- the estimator
+
+
+class PFNTreatmentEffect(BaseEstimator):
+    """Conditional and average treatment effects of a binary treatment, in one forward pass
+    of a PFN pretrained on simulated observational studies (the ``causal`` prior).
+
+    ``fit(X, t, y)`` takes covariates X (a NumPy array or a pandas DataFrame: numeric,
+    categorical and object columns, NaN for missing), a binary treatment t (0 control, 1
+    treated) and an outcome y. Ignorability is assumed: X holds every confounder.
+
+    Methods (all in y's units; standardisation of y is undone, effects by the scale only,
+    outcomes by scale and shift):
+
+    - ``effect(X)``: posterior mean of tau(x) = E[y(1) - y(0) | x] per row;
+    - ``effect_interval(X, alpha=0.05)``: (lower, upper), the alpha/2 and 1 - alpha/2
+      quantiles of tau(x)'s posterior (widened where overlap is poor, see below);
+    - ``predict_outcomes(X)``: (mu0, mu1), posterior means of both noise-free outcome
+      surfaces;
+    - ``ate()`` and ``ate_interval(alpha=0.05)``: the average effect over the fitted rows
+      (the sample ATE) from the network's ATE query, and its interval.
+
+    Intervals: each member's bar distribution is a posterior predictive of the asked
+    quantity; the members' distributions are mixed (the mean of their probabilities) and
+    the interval is the mixture's quantiles, so members that disagree widen it. The network
+    answers tau(x) and the ATE directly (not from the two outcome marginals, which do not
+    carry their joint posterior); every target is noise-free, so an interval is about the
+    effect, not a new unit's outcome.
+
+    Overlap: a cross-fitted logistic regression of t on X estimates the propensity of each
+    fitted row (``propensity_``); ``overlap_share_`` is the share of rows outside
+    [overlap_threshold, 1 - overlap_threshold]. When that share is at least 10 % a
+    UserWarning gives it. The effect interval of a row with propensity e outside the bounds
+    is widened about its median by sqrt(e* (1 - e*) / (e (1 - e))) (e* the bound, at most
+    10x): the information about the scarcer arm near x falls with e (1 - e). The ATE
+    interval is widened by the root mean square of the fitted rows' factors. When the
+    propensities separate the arms (no overlap at all) fit raises a ValueError.
+
+    Args:
+        checkpoint: "default" (the bundled ``treatment-effect.safetensors``), a run
+            directory, a .pt or .safetensors file of a ``causal``-prior checkpoint, or a
+            loaded PFN with ``n_row_inputs=3``.
+        n_estimators: ensemble members (feature permutations, alternating quantile / power /
+            no preprocessing of X, context subsamples); their distributions are mixed.
+        context: how each member's context is chosen. Supported: "auto" (all rows when
+            they fit the checkpoint's training context, else "subsample"), "subsample" (a
+            random subset of at most the context limit per member, both arms kept),
+            "full" (every row in one context; beyond the training limit the network
+            extrapolates), or ``pfnkit.tuning.SubsampleContext(max_rows=...)`` /
+            ``FullContext()``. kNN and tuned contexts are not supported yet (their
+            strategies do not carry the treatment's per-row inputs). Past the context
+            limit, the ATE query answers each member's subsample's ATE; the mixture over
+            members averages these.
+        max_context: most context rows per member (default: the checkpoint's limit).
+        preprocessing: "alternate" (quantile, power, none in turn) or one of them.
+        feature_reduction: how X wider than the checkpoint is read: "subset" or "pca".
+        overlap_threshold: rows with an estimated propensity outside [threshold,
+            1 - threshold] count as poorly overlapped (diagnostics and widening).
+        device: "auto", "cpu", "cuda", ...
+        random_state: seeds the members, their contexts and the propensity folds.
+
+    Attributes:
+        propensity_: (n,) cross-fitted propensities of the fitted rows.
+        overlap_share_: share of fitted rows with poor overlap.
+        y_mean_, y_std_: the standardisation of y.
+        n_features_in_, feature_names_in_: as in scikit-learn.
+    """
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        "checkpoint": [str, os.PathLike, torch.nn.Module],
+        "n_estimators": [Interval(Integral, 1, None, closed="left")],
+        "context": [StrOptions(set(CONTEXTS)), SubsampleContext, FullContext],
+        "max_context": [Interval(Integral, 1, None, closed="left"), None],
+        "preprocessing": [StrOptions({"alternate", *MODES})],
+        "feature_reduction": [StrOptions(set(FEATURE_REDUCTIONS))],
+        "overlap_threshold": [Interval(Real, 0.0, 0.5, closed="neither")],
+        "device": [str],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        checkpoint: Any = "default",
+        n_estimators: int = 8,
+        context: Any = "auto",
+        max_context: int | None = None,
+        preprocessing: str = "alternate",
+        feature_reduction: str = "subset",
+        overlap_threshold: float = 0.05,
+        device: str = "auto",
+        random_state: Any = 0,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.n_estimators = n_estimators
+        self.context = context
+        self.max_context = max_context
+        self.preprocessing = preprocessing
+        self.feature_reduction = feature_reduction
+        self.overlap_threshold = overlap_threshold
+        self.device = device
+        self.random_state = random_state
+
+    # ---------------------------------------------------------------- fit
+
+    def fit(self, X: Any, t: Any, y: Any) -> PFNTreatmentEffect:
+        """Store the study (X, t, y) as the PFN's context and diagnose overlap."""
+        self._validate_params()
+        t_arr = _vector(t, "t")
+        y_arr = _vector(y, "y")
+        n_x = _n_rows(X)
+        if not n_x == t_arr.size == y_arr.size:
+            raise ValueError(
+                f"X, t and y of {_OWNER}.fit must have one entry per row. Got {n_x} rows of "
+                f"X, {t_arr.size} of t and {y_arr.size} of y; pass aligned arrays."
+            )
+        t_arr = _binary_treatment(t_arr)
+        if not np.all(np.isfinite(y_arr)):
+            raise ValueError(
+                f"The 'y' parameter of {_OWNER}.fit contains "
+                f"{int((~np.isfinite(y_arr)).sum())} NaN or infinite value(s); drop those "
+                "rows (or impute y) before fitting."
+            )
+        X = validate_data(
+            self,
+            dates_as_objects(X),
+            dtype=None,
+            ensure_all_finite="allow-nan",
+            ensure_min_samples=2,
+        )
+        self.encoder_ = TableEncoder().fit(X)
+        x = self.encoder_.transform(X)
+        rng = check_random_state(self.random_state)
+        self._fit_overlap(x, t_arr, int(rng.randint(2**31)))
+        self._load()
+        # standardise y as the prior does (mean and std of the observed outcomes), in units
+        # of a power of two near max|y| so that huge or tiny y neither overflow nor vanish
+        top = float(np.abs(y_arr).max())
+        unit = float(np.ldexp(1.0, int(np.frexp(top)[1]) - 1)) if top > 0 else 1.0
+        u = y_arr / unit
+        mean, std = float(u.mean()), float(u.std())
+        if std == 0.0:  # a constant outcome: any positive spread (every effect is 0)
+            std = 1.0
+        self.y_mean_, self.y_std_ = mean * unit, std * unit
+        z = ((u - mean) / std).astype(np.float32)
+        self._fit_members(x, t_arr, z, rng)
+        return self
+
+    def _fit_overlap(self, x: np.ndarray, t: np.ndarray, seed: int) -> None:
+        model = PropensityModel(self.encoder_.categorical_, seed)
+        self.propensity_ = model.cross_fit(x, t)
+        self.propensity_model_ = model.fit(x, t)
+        thr = float(self.overlap_threshold)
+        e = self.propensity_
+        poor = (e < thr) | (e > 1 - thr)
+        self.overlap_share_ = float(poor.mean())
+        separated = e[t == 1].min() > e[t == 0].max()
+        if self.overlap_share_ == 1.0 or (separated and self.overlap_share_ >= 0.5):
+            raise ValueError(
+                f"The treatment 't' has no overlap with X: the estimated propensities "
+                f"separate the arms ({self.overlap_share_:.0%} of rows outside "
+                f"[{thr:g}, {1 - thr:g}]), so no treated row has comparable controls; drop "
+                "the covariates that determine t, or restrict the rows to a population "
+                "where both treatments occur."
+            )
+        self.ate_widening_ = float(np.sqrt(np.mean(widening(e, thr) ** 2)))
+        if self.overlap_share_ >= OVERLAP_WARN_SHARE:
+            warnings.warn(
+                f"Little overlap between treated and control rows: {self.overlap_share_:.0%} "
+                f"of rows ({int(poor.sum())} of {poor.size}) have an estimated propensity "
+                f"outside [{thr:g}, {1 - thr:g}] (cross-fitted logistic regression on X). "
+                "Their effects extrapolate from the other arm: their intervals are widened "
+                f"(up to {widening(e, thr).max():.1f}x; the ATE interval "
+                f"{self.ate_widening_:.2f}x). See propensity_ and overlap_share_; consider "
+                "restricting to rows with overlap.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _load(self) -> None:
+        from pfnkit.model import PFN
+        from pfnkit.train.checkpoint import bundled_checkpoint_path, load_pfn
+
+        self.device_ = resolve_device(self.device, _OWNER)
+        source: Any = self.checkpoint
+        if isinstance(source, PFN):
+            if any(p.requires_grad for p in source.parameters()):
+                source = copy.deepcopy(source).requires_grad_(False)
+        elif isinstance(source, str) and source == "default":
+            source = bundled_checkpoint_path(DEFAULT_CHECKPOINT, "treatment-effect")
+        elif not isinstance(source, str | os.PathLike):
+            raise TypeError(
+                f"The 'checkpoint' parameter of {_OWNER} must be 'default', a path or a PFN. "
+                f"Got {type(source).__name__}."
+            )
+        self.model_, self.card_ = load_pfn(
+            source, expect="treatment-effect", device=self.device_, what=_OWNER
+        )
+        cfg = self.model_.config
+        if cfg.task != "regression" or cfg.n_row_inputs != len(QUERY_INPUTS["ate"]):
+            raise CheckpointError(
+                f"The 'checkpoint' of {_OWNER} must be a causal-prior PFN (a regression head "
+                f"and n_row_inputs=3). Got task {cfg.task!r} with n_row_inputs="
+                f"{cfg.n_row_inputs}; train one with `pfnkit train-prior "
+                "priors/treatment-effect.toml`."
+            )
+
+    def _context_limit(self) -> int:
+        if self.max_context is not None:
+            return int(self.max_context)
+        return int(self.card_.context_limit or 1024)
+
+    def _fit_members(
+        self, x: np.ndarray, t: np.ndarray, z: np.ndarray, rng: np.random.RandomState
+    ) -> None:
+        n = x.shape[0]
+        limit = self._context_limit()
+        spec = self.context
+        if spec == "full" or isinstance(spec, FullContext):
+            strategy: Any = FullContext()
+            n_ctx = n
+        else:  # "auto" and "subsample" coincide: all rows when they fit, else a subsample
+            strategy = spec if isinstance(spec, SubsampleContext) else SubsampleContext()
+            n_ctx = min(n, strategy.max_rows if strategy.max_rows is not None else limit)
+        self.context_strategy_ = strategy
+        if n_ctx < n:
+            warnings.warn(
+                f"X has {n} rows, more than the context limit of {limit} ("
+                + (
+                    "max_context"
+                    if self.max_context is not None
+                    else "the checkpoint's training contexts"
+                )
+                + f"); each ensemble member uses a random subset of {n_ctx} rows (both arms "
+                "kept). Use context='full' to put every row in one context.",
+                UserWarning,
+                stacklevel=3,
+            )
+        # members: preprocessing and feature maps of X only (the treatment is no column)
+        modes = member_modes(self.preprocessing, self.n_estimators)
+        categorical = self.encoder_.categorical_
+        self.transforms_ = fit_transforms(modes, categorical, x, rng)
+        pre = {mode: tr.transform(x) for mode, tr in self.transforms_.items()}
+        f_model = self.model_.config.n_features
+        self.members_: list[Member] = []
+        for mode in modes:
+            fmap = feature_map(pre[mode], categorical, f_model, self.feature_reduction, rng)
+            self.members_.append(Member(mode, fmap, None, int(rng.randint(2**31))))
+        rows = []
+        for mb in self.members_:
+            member_rng = np.random.RandomState(mb.seed)
+            rows.append(stratified_rows(t, n_ctx, True, member_rng))
+        ctx = np.stack(rows)  # (B, Nc)
+        views = [mb.features.apply(pre[mb.mode])[r] for mb, r in zip(self.members_, ctx)]
+        x_ctx = np.stack(views).astype(np.float32)  # (B, Nc, f)
+        t_ctx = t[ctx]
+        row_inputs = np.stack([1.0 - t_ctx, t_ctx, np.zeros_like(t_ctx)], axis=-1)
+        ate_rows = np.stack(
+            [
+                np.random.RandomState(mb.seed + 1).randint(0, n_ctx, ATE_QUERIES)
+                for mb in self.members_
+            ]
+        )
+        ate_x = np.take_along_axis(x_ctx, ate_rows[:, :, None], axis=1)
+        dev = self.device_
+
+        def tensor(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=dev)
+
+        cache = self.model_.encode_context(
+            tensor(x_ctx), tensor(z[ctx]), row_inputs=tensor(row_inputs)
+        )
+        self.context_ = TreatmentContext(self.model_, cache, dev, n_ctx, ate_x)
+
+    # ---------------------------------------------------------------- prediction
+
+    def _views(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Members' views (B, M, f) of X and the encoded rows (M, d)."""
+        check_is_fitted(self, "context_")
+        X = validate_data(
+            self, dates_as_objects(X), dtype=None, ensure_all_finite="allow-nan", reset=False
+        )
+        x = self.encoder_.transform(X)
+        pre = {mode: tr.transform(x) for mode, tr in self.transforms_.items()}
+        views = np.stack([mb.features.apply(pre[mb.mode]) for mb in self.members_])
+        return views.astype(np.float32), x
+
+    def _mixture(self, logits: torch.Tensor) -> torch.Tensor:
+        """Log of the members' mixture (M, K) from their logits (B, M, K)."""
+        return torch.softmax(logits.float(), dim=-1).mean(0).clamp_min(1e-30).log()
+
+    def _bars(self) -> BarDistribution:
+        # a CPU copy of the head: the model itself may live on a GPU
+        return BarDistribution(self.model_.bar_distribution.borders.detach().cpu())
+
+    def _interval(
+        self, logp: torch.Tensor, alpha: float, scale: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised (lower, upper) of the mixture, widened by ``scale`` about its median."""
+        if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 < float(alpha) < 1:
+            raise ValueError(
+                f"The 'alpha' parameter of {_OWNER} must be a number in (0, 1) (0.05 gives "
+                f"95 % intervals). Got {alpha!r}."
+            )
+        dist = self._bars()
+        lo = dist.quantile(logp, float(alpha) / 2).double().numpy()
+        hi = dist.quantile(logp, 1 - float(alpha) / 2).double().numpy()
+        mid = dist.median(logp).double().numpy()
+        return mid - scale * (mid - lo), mid + scale * (hi - mid)
+
+    def effect(self, X: Any) -> np.ndarray:
+        """Conditional average treatment effect tau(x) (posterior mean) per row, (n,)."""
+        views, _ = self._views(X)
+        logp = self._mixture(self.context_.logits(views, "tau"))
+        return self._bars().mean(logp).double().numpy() * self.y_std_
+
+    def effect_interval(self, X: Any, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) of tau(x) per row: the 1 - alpha posterior interval, widened for
+        rows with poor overlap (see the class docstring)."""
+        views, x = self._views(X)
+        logp = self._mixture(self.context_.logits(views, "tau"))
+        scale = widening(self.propensity_model_.predict(x), float(self.overlap_threshold))
+        lo, hi = self._interval(logp, alpha, scale)
+        return lo * self.y_std_, hi * self.y_std_
+
+    def predict_outcomes(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(mu0, mu1): posterior means of the noise-free outcomes under control and
+        treatment per row, each (n,), in y's units."""
+        views, _ = self._views(X)
+        dist = self._bars()
+        out = []
+        for query in ("mu0", "mu1"):
+            logp = self._mixture(self.context_.logits(views, query))
+            out.append(dist.mean(logp).double().numpy() * self.y_std_ + self.y_mean_)
+        return out[0], out[1]
+
+    def _ate_logp(self) -> torch.Tensor:
+        check_is_fitted(self, "context_")
+        logits = self.context_.logits(self.context_.ate_x, "ate")  # (B, Q, K)
+        return self._mixture(logits.reshape(1, -1, logits.shape[-1]))[0][None]  # (1, K)
+
+    def ate(self) -> float:
+        """The average treatment effect over the fitted rows (posterior mean)."""
+        logp = self._ate_logp()
+        return float(self._bars().mean(logp)[0]) * self.y_std_
+
+    def ate_interval(self, alpha: float = 0.05) -> tuple[float, float]:
+        """(lower, upper): the 1 - alpha posterior interval of the ATE, widened when
+        overlap is poor (see the class docstring)."""
+        lo, hi = self._interval(self._ate_logp(), alpha, np.array([self.ate_widening_]))
+        return float(lo[0]) * self.y_std_, float(hi[0]) * self.y_std_
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.non_deterministic = False
+        return tags
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def _n_rows(X: Any) -> int:
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) >= 1:
+        return int(shape[0])
+    try:
+        return len(X)
+    except TypeError:
+        raise ValueError(
+            f"The 'X' parameter of {_OWNER}.fit must be a 2-D array or DataFrame. "
+            f"Got {type(X).__name__}."
+        ) from None
+
+
+def _vector(v: Any, name: str) -> np.ndarray:
+    """A 1-D float array of t or y (a single column is flattened)."""
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"The '{name}' parameter of {_OWNER}.fit must be numeric"
+            + (" (0 control, 1 treated)." if name == "t" else ".")
+            + f" Got values that do not convert to numbers ({type(v).__name__})."
+        ) from None
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        raise ValueError(
+            f"The '{name}' parameter of {_OWNER}.fit must be one column (n,). Got shape "
+            f"{a.shape}; pass one {'treatment' if name == 't' else 'outcome'} per row."
+        )
+    return a
+
+
+def _binary_treatment(t: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(t)):
+        raise ValueError(
+            f"The 't' parameter of {_OWNER}.fit contains {int((~np.isfinite(t)).sum())} NaN "
+            "or infinite value(s); drop the rows whose treatment is unknown."
+        )
+    values = np.unique(t)
+    if not np.isin(values, (0.0, 1.0)).all():
+        shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
+        raise ValueError(
+            f"The 't' parameter of {_OWNER}.fit must be binary: 0 (control) or 1 (treated). "
+            f"Got values {shown}; encode the treatment as 0/1 (one estimator per contrast "
+            "for several treatments)."
+        )
+    if values.size < 2:
+        arm = "treated (1)" if values[0] == 1 else "control (0)"
+        raise ValueError(
+            f"The 't' parameter of {_OWNER}.fit holds only {arm} rows; an effect needs "
+            "both arms: add rows of the other treatment."
+        )
+    return t

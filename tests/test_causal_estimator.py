@@ -1,0 +1,271 @@
+"""PFNTreatmentEffect on a tiny causal PFN trained for a few hundred steps (quality is not
+the point, except for the sign of a large effect)."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from pfnkit import PFNTreatmentEffect
+from pfnkit.exceptions import CheckpointError
+from pfnkit.model import PFN, PFNConfig
+
+N_FEATURES = 6
+ROWS = 128  # context limit rows - rows // 8 = 112
+
+
+@pytest.fixture(scope="module")
+def causal_checkpoint(tmp_path_factory):
+    from pfnkit.priors import CausalPrior
+    from pfnkit.train import TrainConfig, Trainer
+
+    path = tmp_path_factory.mktemp("causal")
+    model = PFNConfig(
+        n_features=N_FEATURES, d_model=32, n_layers=2, n_heads=2, n_bars=100, normalize_x=True
+    )
+    train = TrainConfig(
+        steps=300,
+        batch_size=8,
+        rows=ROWS,
+        border_samples=5000,
+        lr=3e-3,
+        log_every=10**9,
+        checkpoint_every=10**9,
+    )
+    Trainer(CausalPrior(), model, train, path).run()
+    return path
+
+
+def study(n=100, d=4, effect=5.0, confounding=0.5, seed=0):
+    """A confounded study with a constant effect: y = 10 + 3 x0 + x1 + effect * t + noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    e = 1.0 / (1.0 + np.exp(-confounding * X[:, 0]))
+    t = (rng.random(n) < e).astype(np.int64)
+    y = 10.0 + 3.0 * X[:, 0] + X[:, 1] + effect * t + rng.standard_normal(n)
+    return X, t, y
+
+
+def make(path, **kwargs):
+    kwargs.setdefault("device", "cpu")
+    kwargs.setdefault("n_estimators", 4)
+    return PFNTreatmentEffect(checkpoint=path, **kwargs)
+
+
+def test_every_method_has_the_right_shape_and_order(causal_checkpoint):
+    X, t, y = study()
+    est = make(causal_checkpoint).fit(X, t, y)
+    Xt = X[:7]
+    tau = est.effect(Xt)
+    lo, hi = est.effect_interval(Xt)
+    mu0, mu1 = est.predict_outcomes(Xt)
+    for a in (tau, lo, hi, mu0, mu1):
+        assert a.shape == (7,) and np.all(np.isfinite(a))
+    assert np.all(lo < hi)
+    # a narrower level gives a nested interval
+    lo50, hi50 = est.effect_interval(Xt, alpha=0.5)
+    assert np.all((lo <= lo50) & (lo50 < hi50) & (hi50 <= hi))
+    ate = est.ate()
+    a_lo, a_hi = est.ate_interval()
+    assert isinstance(ate, float) and isinstance(a_lo, float)
+    assert a_lo < ate < a_hi
+    assert est.propensity_.shape == (100,) and 0.0 <= est.overlap_share_ <= 1.0
+    assert est.n_features_in_ == 4
+    # outcomes sit in y's units (around the mean of y), not standardised
+    assert abs(np.mean(np.r_[mu0, mu1]) - y.mean()) < 3 * y.std()
+
+
+def test_outcomes_shift_and_scale_with_y_effects_only_scale(causal_checkpoint):
+    X, t, y = study()
+    a = make(causal_checkpoint).fit(X, t, y)
+    b = make(causal_checkpoint).fit(X, t, 1000.0 * y + 5e4)
+    np.testing.assert_allclose(b.effect(X[:5]), 1000.0 * a.effect(X[:5]), rtol=1e-3)
+    lo_a, hi_a = a.effect_interval(X[:5])
+    lo_b, hi_b = b.effect_interval(X[:5])
+    np.testing.assert_allclose(hi_b - lo_b, 1000.0 * (hi_a - lo_a), rtol=1e-3)
+    for out_a, out_b in zip(a.predict_outcomes(X[:5]), b.predict_outcomes(X[:5])):
+        np.testing.assert_allclose(out_b, 1000.0 * out_a + 5e4, rtol=1e-5)
+    assert b.ate() == pytest.approx(1000.0 * a.ate(), rel=1e-3)
+
+
+def test_treatment_is_a_row_input_not_a_feature(causal_checkpoint):
+    X, t, y = study(effect=5.0)
+    est = make(causal_checkpoint, n_estimators=6).fit(X, t, y)
+    # no member reads a column beyond X's: the treatment is never permuted in
+    assert all(m.features.cols.max() < X.shape[1] for m in est.members_)
+    assert est.ate() > 0 and est.effect(X).mean() > 0
+    # swapping the arms flips the effect: the treatment reaches the network as itself
+    flipped = make(causal_checkpoint, n_estimators=6).fit(X, 1 - t, y)
+    assert flipped.ate() < 0 and flipped.effect(X).mean() < 0
+    lo, hi = flipped.ate_interval()
+    assert lo < flipped.ate() < hi
+    # mu0 and mu1 swap roles too
+    mu0, mu1 = est.predict_outcomes(X)
+    assert mu1.mean() > mu0.mean()
+
+
+def test_sklearn_conventions_clone_params_pickle(causal_checkpoint):
+    est = make(causal_checkpoint, n_estimators=3, overlap_threshold=0.1)
+    assert est.get_params()["overlap_threshold"] == 0.1
+    assert not hasattr(est, "context_")  # __init__ stores parameters only
+    X, t, y = study()
+    est.fit(X, t, y)
+    copy = clone(est)
+    assert copy.get_params() == est.get_params() and not hasattr(copy, "context_")
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(again.effect(X), est.effect(X))
+    for a, b in zip(again.effect_interval(X), est.effect_interval(X)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(again.predict_outcomes(X), est.predict_outcomes(X)):
+        np.testing.assert_array_equal(a, b)
+    assert again.ate() == est.ate() and again.ate_interval() == est.ate_interval()
+    # the same seed gives the same answers
+    np.testing.assert_array_equal(clone(est).fit(X, t, y).effect(X), est.effect(X))
+
+
+def test_dataframe_with_categorical_column_and_nan(causal_checkpoint):
+    X, t, y = study(n=90, d=3)
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    df.loc[rng.random(90) < 0.2, "b"] = np.nan
+    df["colour"] = pd.Categorical(rng.choice(["red", "green", "blue"], 90))
+    df.loc[:4, "colour"] = np.nan
+    est = make(causal_checkpoint).fit(df, pd.Series(t.astype(bool)), pd.Series(y))
+    assert est.encoder_.categorical_.tolist() == [False, False, False, True]
+    assert list(est.feature_names_in_) == ["a", "b", "c", "colour"]
+    tau = est.effect(df.iloc[:10])
+    lo, hi = est.effect_interval(df.iloc[:10])
+    assert np.all(np.isfinite(tau)) and np.all(lo < hi)
+    assert np.isfinite(est.ate())
+
+
+def test_tables_past_the_context_limit_are_subsampled_with_both_arms(causal_checkpoint):
+    X, t, y = study(n=300)
+    with pytest.warns(UserWarning, match="random subset of 112 rows"):
+        est = make(causal_checkpoint).fit(X, t, y)
+    assert est.context_.n_context_rows == 112
+    with pytest.warns(UserWarning, match=r"limit of 40 \(max_context\).*subset of 40 rows"):
+        assert make(causal_checkpoint, max_context=40).fit(X, t, y).context_.n_context_rows == 40
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no subsampling warning: every row in one context
+        full = make(causal_checkpoint, context="full").fit(X, t, y)
+    assert full.context_.n_context_rows == 300
+    # each member's subsample keeps both arms, even when one arm is rare
+    t_rare = np.zeros(300, dtype=np.int64)
+    t_rare[:3] = 1
+    rare = make(causal_checkpoint, max_context=10, overlap_threshold=1e-9)
+    with pytest.warns(UserWarning, match="random subset"):
+        rare.fit(X, t_rare, y)
+    n_ctx = rare.context_.n_context_rows
+    keys = rare.context_.cache.kv[0][0]  # (B, H, Nc, D)
+    assert keys.shape[2] == n_ctx == 10
+
+
+def test_poor_overlap_warns_with_the_share_and_widens_intervals(causal_checkpoint):
+    X, t, y = study(n=110, confounding=4.0, seed=3)
+    with pytest.warns(UserWarning, match=r"Little overlap.*\d+% of rows \(\d+ of 110\)"):
+        est = make(causal_checkpoint).fit(X, t, y)
+    e = est.propensity_
+    assert est.overlap_share_ == pytest.approx(np.mean((e < 0.05) | (e > 0.95)))
+    assert est.overlap_share_ >= 0.1
+    # the same fit without the diagnostics' widening (no row is below a tiny threshold)
+    plain = make(causal_checkpoint, overlap_threshold=1e-9).fit(X, t, y)
+    np.testing.assert_array_equal(plain.effect(X), est.effect(X))
+    lo, hi = est.effect_interval(X)
+    lo0, hi0 = plain.effect_interval(X)
+    width, width0 = hi - lo, hi0 - lo0
+    poor = est.propensity_model_.predict(est.encoder_.transform(X))
+    poor = (poor < 0.05) | (poor > 0.95)
+    assert poor.any() and (~poor).any()
+    assert np.all(width[poor] > 1.05 * width0[poor])
+    np.testing.assert_allclose(width[~poor], width0[~poor], rtol=1e-6)
+    a_lo, a_hi = est.ate_interval()
+    p_lo, p_hi = plain.ate_interval()
+    assert a_hi - a_lo > p_hi - p_lo
+
+
+def test_a_randomised_trial_does_not_warn(causal_checkpoint):
+    X, t, y = study(confounding=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = make(causal_checkpoint).fit(X, t, y)
+    assert est.overlap_share_ == 0.0
+
+
+def test_no_overlap_at_all_is_a_one_line_error(causal_checkpoint):
+    rng = np.random.default_rng(0)
+    t = np.r_[np.zeros(50), np.ones(50)].astype(np.int64)
+    X = rng.standard_normal((100, 2)) + 6.0 * (2 * t[:, None] - 1)
+    y = rng.standard_normal(100) + t
+    with pytest.raises(ValueError, match="'t' has no overlap with X") as err:
+        make(causal_checkpoint).fit(X, t, y)
+    assert "\n" not in str(err.value)
+
+
+BAD_FIT = [
+    ("t", lambda X, t, y: (X, np.where(t == 1, 2, t), y), r"'t' .* binary.*0/1"),
+    ("t", lambda X, t, y: (X, np.where(t == 1, "b", "a"), y), r"'t' .* numeric"),
+    ("t", lambda X, t, y: (X, np.ones_like(t), y), r"'t' .* only treated .*both arms"),
+    ("t", lambda X, t, y: (X, np.zeros_like(t), y), r"'t' .* only control .*both arms"),
+    ("t", lambda X, t, y: (X, np.where(np.arange(len(t)) == 3, np.nan, t), y), r"'t' .* NaN"),
+    ("y", lambda X, t, y: (X, t, np.where(np.arange(len(y)) == 3, np.nan, y)), r"'y' .* NaN"),
+    ("y", lambda X, t, y: (X, t, np.where(np.arange(len(y)) == 3, np.inf, y)), r"'y' .* inf"),
+    ("len", lambda X, t, y: (X, t[:-1], y), r"Got 100 rows of X, 99 of t and 100 of y"),
+    ("len", lambda X, t, y: (X[:-2], t, y), r"Got 98 rows of X, 100 of t"),
+    ("t", lambda X, t, y: (X, np.c_[t, t], y), r"'t' .* one column"),
+]
+
+
+@pytest.mark.parametrize("case,bad,match", BAD_FIT, ids=[m for _, _, m in BAD_FIT])
+def test_bad_input_is_a_one_line_error_naming_the_parameter(causal_checkpoint, case, bad, match):
+    X, t, y = study()
+    with pytest.raises(ValueError, match=match) as err:
+        make(causal_checkpoint).fit(*bad(X, t, y))
+    assert "\n" not in str(err.value)
+
+
+def test_bad_input_after_fit(causal_checkpoint):
+    X, t, y = study()
+    est = make(causal_checkpoint).fit(X, t, y)
+    with pytest.raises(ValueError, match="X has 3 features, but PFNTreatmentEffect is expecting 4"):
+        est.effect(X[:, :3])
+    with pytest.raises(ValueError, match="'alpha' parameter .* in \\(0, 1\\)"):
+        est.effect_interval(X, alpha=1.5)
+    with pytest.raises(ValueError, match="'alpha'"):
+        est.ate_interval(alpha=0.0)
+
+
+@pytest.mark.parametrize(
+    "params,name",
+    [
+        ({"n_estimators": 0}, "n_estimators"),
+        ({"overlap_threshold": 0.5}, "overlap_threshold"),
+        ({"context": "knn"}, "context"),
+        ({"preprocessing": "log"}, "preprocessing"),
+    ],
+)
+def test_bad_parameters_name_themselves(causal_checkpoint, params, name):
+    X, t, y = study()
+    with pytest.raises(ValueError, match=f"'{name}' parameter of PFNTreatmentEffect"):
+        make(causal_checkpoint, **params).fit(X, t, y)
+
+
+def test_not_fitted_and_wrong_checkpoint(causal_checkpoint):
+    from sklearn.exceptions import NotFittedError
+
+    X, t, y = study()
+    with pytest.raises(NotFittedError):
+        make(causal_checkpoint).effect(X)
+    with pytest.raises(NotFittedError):
+        make(causal_checkpoint).ate()
+    # a PFN without the treatment's per-row inputs cannot answer effect queries
+    plain = PFN(PFNConfig(n_features=4, d_model=32, n_layers=1, n_heads=2, n_bars=20))
+    with pytest.raises(CheckpointError, match="n_row_inputs=3"):
+        make(plain).fit(X, t, y)
+    # a loaded model is not changed by fit (a frozen copy when it is trainable)
+    loaded = PFN(PFNConfig(n_features=4, d_model=32, n_layers=1, n_heads=2, n_row_inputs=3))
+    make(loaded).fit(X, t, y)
+    assert all(p.requires_grad for p in loaded.parameters())
