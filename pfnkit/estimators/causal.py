@@ -58,6 +58,7 @@ ATE_QUERIES = 16  # ATE query rows per member (their x is ignored; the mixture s
 OVERLAP_WARN_SHARE = 0.1  # warn when this share of rows (or more) has poor overlap
 MAX_WIDENING = 10.0
 PROPENSITY_FOLDS = 5
+MAX_LEVELS = 30  # one-hot columns per categorical covariate in the propensity model
 _OWNER = "PFNTreatmentEffect"
 
 
@@ -69,8 +70,9 @@ class PropensityModel:
 
     The design matrix: numeric columns (robust-scaled by ``TableEncoder``) clipped to
     [-5, 5] with NaN as 0 (the median) plus a missing indicator per column that has NaN;
-    categorical columns one-hot (a missing level of its own, unseen levels all zero); then
-    standardised. ``C=1``: an L2 penalty keeps separable data from giving exact 0 and 1.
+    categorical columns one-hot (their MAX_LEVELS most frequent levels, a missing level of
+    its own, unseen or rarer levels all zero); then standardised. ``C=1``: an L2 penalty
+    keeps separable data from giving exact 0 and 1.
     """
 
     def __init__(self, categorical: np.ndarray, seed: int) -> None:
@@ -100,8 +102,8 @@ class PropensityModel:
 
         self.missing_ = np.isnan(x).any(axis=0)
         self.levels_ = [
-            np.unique(x[:, j]) if self.categorical[j] else np.empty(0) for j in range(x.shape[1])
-        ]  # np.unique keeps one NaN at the end when there is one
+            _top_levels(x[:, j]) if self.categorical[j] else np.empty(0) for j in range(x.shape[1])
+        ]
         self.pipeline_ = make_pipeline(
             StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=self.seed)
         )
@@ -126,6 +128,15 @@ class PropensityModel:
             part = PropensityModel(self.categorical, self.seed).fit(x[train], t[train])
             out[test] = part.predict(x[test])
         return out
+
+
+def _top_levels(col: np.ndarray) -> np.ndarray:
+    """The MAX_LEVELS most frequent levels of a categorical column, then NaN if it has one
+    (rarer levels get no indicator: an id-like column cannot blow up the design)."""
+    seen = col[~np.isnan(col)]
+    values, counts = np.unique(seen, return_counts=True)
+    keep = values[np.argsort(-counts, kind="stable")[:MAX_LEVELS]]
+    return np.append(keep, np.nan) if seen.size < col.size else keep
 
 
 def widening(propensity: np.ndarray, threshold: float) -> np.ndarray:
