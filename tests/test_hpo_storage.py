@@ -270,3 +270,59 @@ def test_settings_are_stored_once_and_checked(url, study_name):
     a.check_settings({"max_steps": 4, "space": {}})
     with pytest.raises(InvalidConfigError, match="other settings"):
         store(url, study_name, "b").check_settings({"max_steps": 5, "space": {}})
+
+
+def test_the_ledger_follows_every_change_and_claims_read_no_trial_list(
+    url, study_name, monkeypatch
+):
+    """The study's ledger equals the steps trained plus claimed after each kind of change,
+    so a claim cuts the budget without reading every trial under the lock."""
+    a = store(url, study_name, "a")
+    reaper = store(url, study_name, "r", lease_seconds=0.05)
+
+    def check():
+        assert a._ledger() == a.claimed(a.trials())
+
+    reads = []
+    listing = a.trials
+    monkeypatch.setattr(a, "trials", lambda: reads.append(1) or listing())
+    first = a.start({"lr": 0.01}, SPACE, {}, 2, budget=100)
+    second = a.start({"lr": 0.02}, SPACE, {}, 3, budget=100)
+    assert reads == [1]  # only the very first claim, to create the ledger
+    monkeypatch.setattr(a, "trials", listing)
+    check()
+    a.report(first, [0.1, 0.2], final=False)
+    check()
+    assert a.fail(second, "boom")
+    check()
+    third = a.claim(trial_of(a, first), 4, budget=100)
+    assert a.pause(third)
+    check()
+    fourth = a.claim(trial_of(a, first), 3, budget=100)
+    time.sleep(0.1)  # its worker dies; the reaper pauses it
+    assert reaper.reclaim_abandoned(reaper.trials()) == 1
+    check()
+    assert a.steps_used() == 2 and a._ledger() == 2
+    assert fourth.to_step == 3
+
+
+def test_a_ledger_left_too_high_by_a_killed_worker_heals(url, study_name, monkeypatch):
+    """A worker killed between counting its claim and writing it leaves the ledger too
+    high (never too low); once it says the budget is spent, it is recounted."""
+    a = store(url, study_name, "a")
+    job = a.start({"lr": 0.01}, SPACE, {}, 2, budget=4)
+    a.report(job, [0.1, 0.2], final=False)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the worker dies right after its claim was counted
+
+    monkeypatch.setattr(a.storage, "create_new_trial", killed)
+    with pytest.raises(KeyboardInterrupt):
+        a.start({"lr": 0.02}, SPACE, {}, 2, budget=4)
+    monkeypatch.undo()
+    assert a._ledger() == 4 and a.claimed(a.trials()) == 2  # the drift
+    b = store(url, study_name, "b")
+    healed = b.start({"lr": 0.03}, SPACE, {}, 2, budget=4)
+    assert healed.to_step == 2 and b._ledger() == 4
+    with pytest.raises(BudgetTaken):
+        b.start({"lr": 0.04}, SPACE, {}, 1, budget=4)

@@ -58,6 +58,7 @@ LEASE_ATTR = "pfnkit_lease"
 ERROR_ATTR = "pfnkit_error"
 TAG_ATTR = "pfnkit_tag"
 SETTINGS_ATTR = "pfnkit_freeze_thaw"
+LEDGER_ATTR = "pfnkit_claimed"  # study attr: steps trained plus steps claimed and unreported
 
 LOCK_TIMEOUT = 120.0  # seconds a worker waits for the study lock before it gives up
 
@@ -380,6 +381,21 @@ class StudyStore:
                 total += max(int(_lease_of(t).get("to", steps)) - steps, 0)
         return total
 
+    @staticmethod
+    def claimed(trials: Sequence[Any]) -> int:
+        """Steps trained plus steps claimed and not reported, released or reclaimed: what
+        the ledger counts (unlike ``committed``, expired leases count until reclaimed)."""
+        from optuna.trial import TrialState
+
+        total = 0
+        for t in trials:
+            steps = int(t.user_attrs.get(STEPS_ATTR, 0))
+            total += steps
+            lease = _lease_of(t)
+            if t.state == TrialState.RUNNING and lease.get("worker") is not None:
+                total += max(int(lease.get("to", steps)) - steps, 0)
+        return total
+
     def holds(self, trial: Any, job: Held) -> bool:
         """Whether ``trial`` (freshly read) is still ``job``'s: RUNNING, under its worker's
         lease, at the step the job started from."""
@@ -412,15 +428,42 @@ class StudyStore:
     def _lease_value(self, to_step: int) -> dict[str, Any]:
         return {"worker": self.worker, "time": time.time(), "to": to_step}
 
+    # The ledger (a study user attribute) holds ``claimed(trials)``, so a claim needs no
+    # read of every trial: under the lock, a claim adds its steps to it before the claim is
+    # written, and a release (fail, pause, reclaim) subtracts them after the trial changed.
+    # A worker killed between the two writes leaves the ledger too high, never too low: the
+    # budget is never overspent, and when the ledger says it is spent the ledger is
+    # recounted from the trials, which heals that drift.
+
+    def _ledger(self) -> int:
+        value = self.storage.get_study_user_attrs(self.study_id).get(LEDGER_ATTR)
+        return self._recount() if value is None else int(value)
+
+    def _set_ledger(self, value: int) -> None:
+        self.storage.set_study_user_attr(self.study_id, LEDGER_ATTR, int(value))
+
+    def _recount(self) -> int:
+        value = self.claimed(self.trials())
+        self._set_ledger(value)
+        return value
+
+    def _release(self, steps: int) -> None:
+        if steps > 0:
+            self._set_ledger(self._ledger() - steps)
+
     def _capped(self, from_step: int, to_step: int, budget: int | None) -> int:
-        """``to_step`` cut to the budget left; raises ``BudgetTaken`` when none is.
-        Called under the lock, so the count and the claim that follows are one step."""
-        if budget is None:
-            return to_step
-        left = budget - self.committed(self.trials())
-        if left <= 0:
-            raise BudgetTaken(f"The budget of {budget} steps is trained or in flight.")
-        return min(to_step, from_step + left)
+        """``to_step`` cut to the budget left, its steps added to the ledger; raises
+        ``BudgetTaken`` when none is left. Called under the lock, so the count and the
+        claim that follows are one step."""
+        ledger = self._ledger()
+        if budget is not None:
+            if budget - ledger <= 0:
+                ledger = self._recount()  # heal a drift a killed worker may have left
+            if budget - ledger <= 0:
+                raise BudgetTaken(f"The budget of {budget} steps is trained or in flight.")
+            to_step = min(to_step, from_step + budget - ledger)
+        self._set_ledger(ledger + to_step - from_step)
+        return to_step
 
     def reclaim_abandoned(self, trials: Sequence[Any]) -> int:
         """Pause the RUNNING trials of the snapshot ``trials`` whose lease expired; the
@@ -447,6 +490,9 @@ class StudyStore:
                 revoked = {"worker": None, "time": time.time(), "reclaimed_by": self.worker}
                 self.storage.set_trial_user_attr(t._trial_id, LEASE_ATTR, revoked)
                 self.storage.set_trial_state_values(t._trial_id, TrialState.WAITING)
+                steps = int(current.user_attrs.get(STEPS_ATTR, 0))
+                if _lease_of(current).get("worker") is not None:
+                    self._release(int(_lease_of(current).get("to", steps)) - steps)
                 paused += 1
         return paused
 
@@ -493,6 +539,7 @@ class StudyStore:
             to = self._capped(seen, to_step, budget)
             self.storage.set_trial_user_attr(trial._trial_id, LEASE_ATTR, self._lease_value(to))
             if not self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                self._release(to - seen)
                 return None  # only a worker outside pfnkit's lock can get here
         return Claim(trial._trial_id, trial.number, dict(current.params), seen, to, self.worker)
 
@@ -534,6 +581,7 @@ class StudyStore:
                 return False
             self.storage.set_trial_user_attr(job.trial_id, ERROR_ATTR, reason[:500])
             self.storage.set_trial_state_values(job.trial_id, TrialState.FAIL)
+            self._release(job.to_step - job.from_step)
         return True
 
     def pause(self, job: Held) -> bool:
@@ -544,6 +592,7 @@ class StudyStore:
             if not self.holds(self.trial(job.trial_id), job):
                 return False
             self.storage.set_trial_state_values(job.trial_id, TrialState.WAITING)
+            self._release(job.to_step - job.from_step)
         return True
 
     def _lost(self, job: Held) -> TrialLost:
