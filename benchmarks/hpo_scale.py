@@ -25,7 +25,7 @@ acquisition, the lease heartbeat thread, the report):
    makes ``--asks`` rounds of ask + tell (ask with a budget, as ``optimize`` calls it);
    the first is shown apart (cold), the others' median is the table's. Its parts: the
    acquisition (``select``: the FT-PFN's forward pass over every paused configuration)
-   and the full reads of the study's trials (``StudyStore.trials``, twice per ask). The
+   and the full reads of the study's trials (``StudyStore.trials``, counted per ask). The
    fill of the SQLite file runs with ``PRAGMA synchronous=OFF`` (a faster fill only; the
    measured loop uses the usual connection). A size whose fill and asks would end the run
    after ``--minutes`` (estimated from the smaller sizes) is skipped, and the table says so.
