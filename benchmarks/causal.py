@@ -62,8 +62,8 @@ summary of every family. ``--out`` appends one JSON line per data set x method;
 
 Run from the repository root, one thread (the machine is shared)::
 
-    python benchmarks/causal.py --quick --checkpoint runs/treatment-effect  # smoke (~2 min)
-    python benchmarks/causal.py --out runs/causal_bench.jsonl > runs/causal_bench.md
+    python benchmarks/causal.py --quick --checkpoint runs/treatment-effect  # smoke (~30 s)
+    python benchmarks/causal.py --out runs/causal_bench.jsonl > runs/causal_bench.md  # ~8 min
     python benchmarks/causal.py --families ihdp-B --seeds 10 --methods pfn,causal-forest
     python benchmarks/causal.py --report runs/causal_bench.jsonl
 """
