@@ -51,3 +51,17 @@ def postgres_url():
         pytest.skip(f"PostgreSQL not available: {e}")
     yield server.url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def surrogate_path(tmp_path_factory):
+    """A tiny FT-PFN (freeze-thaw surrogate) run directory, trained for a few steps."""
+    from pfnkit.model import PFNConfig
+    from pfnkit.priors import FreezeThawPrior
+    from pfnkit.train import TrainConfig, Trainer
+
+    path = tmp_path_factory.mktemp("ft")
+    model = PFNConfig(n_features=6, d_model=32, n_layers=1, n_heads=2, n_bars=50)
+    train = TrainConfig(steps=10, batch_size=4, rows=64, border_samples=3000)
+    Trainer(FreezeThawPrior(max_horizon=20), model, train, path).run()
+    return path

@@ -87,19 +87,6 @@ def test_missing_space_file(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def surrogate_path(tmp_path_factory):
-    from pfnkit.model import PFNConfig
-    from pfnkit.priors import FreezeThawPrior
-    from pfnkit.train import TrainConfig, Trainer
-
-    path = tmp_path_factory.mktemp("ft")
-    model = PFNConfig(n_features=6, d_model=32, n_layers=1, n_heads=2, n_bars=50)
-    train = TrainConfig(steps=10, batch_size=4, rows=64, border_samples=3000)
-    Trainer(FreezeThawPrior(max_horizon=20), model, train, path).run()
-    return path
-
-
-@pytest.fixture(scope="module")
 def surrogate(surrogate_path):
     return FreezeThawSurrogate(surrogate_path)
 

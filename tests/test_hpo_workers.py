@@ -62,19 +62,6 @@ def value(params, step):
     return (1 - abs(math.log10(params["lr"]) + 2) / 3) * (1 - math.exp(-step / 3))
 
 
-@pytest.fixture(scope="module")
-def surrogate_path(tmp_path_factory):
-    from pfnkit.model import PFNConfig
-    from pfnkit.priors import FreezeThawPrior
-    from pfnkit.train import TrainConfig, Trainer
-
-    path = tmp_path_factory.mktemp("ft")
-    model = PFNConfig(n_features=6, d_model=32, n_layers=1, n_heads=2, n_bars=50)
-    train = TrainConfig(steps=10, batch_size=4, rows=64, border_samples=3000)
-    Trainer(FreezeThawPrior(max_horizon=20), model, train, path).run()
-    return path
-
-
 def _records(log):
     if not log.exists():
         return []
