@@ -260,7 +260,10 @@ def test_keep_alive_renews_and_stops_with_the_block(url, study_name):
     job = new_trial(a)
     first = trial_of(a, job).user_attrs[LEASE_ATTR]["time"]
     with a.keep_alive(job):
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30  # a beat every 0.1 s, however loaded the machine
+        while trial_of(a, job).user_attrs[LEASE_ATTR]["time"] == first:
+            assert time.monotonic() < deadline, "the lease was never renewed"
+            time.sleep(0.05)
     renewed = trial_of(a, job).user_attrs[LEASE_ATTR]["time"]
     assert renewed > first
     time.sleep(0.25)

@@ -55,7 +55,9 @@ def objective(job):
     return [value(job.params, s) for s in range(job.from_step + 1, job.to_step + 1)]
 """
 
-BUDGET, MAX_STEPS, LEASE = 24, 4, 2
+# a survivor's lease (renewed every LEASE / 3 s) must outlive any stall of a loaded 2-core
+# CI machine, or its job is taken over and legitimately trained twice
+BUDGET, MAX_STEPS, LEASE = 24, 4, 6
 
 
 def value(params, step):
