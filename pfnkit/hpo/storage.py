@@ -46,7 +46,7 @@ import time
 import warnings
 import weakref
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -373,18 +373,14 @@ class StudyStore:
     def committed(self, trials: Sequence[Any]) -> int:
         """Steps trained plus steps in flight (up to the ``to`` step of each live lease)."""
         now = time.time()
-        total = 0
-        for t in trials:
-            steps = int(t.user_attrs.get(STEPS_ATTR, 0))
-            total += steps
-            if self.live(t, now):
-                total += max(int(_lease_of(t).get("to", steps)) - steps, 0)
-        return total
+        return self.claimed(trials, lambda t: self.live(t, now))
 
     @staticmethod
-    def claimed(trials: Sequence[Any]) -> int:
+    def claimed(trials: Sequence[Any], counts: Callable[[Any], bool] | None = None) -> int:
         """Steps trained plus steps claimed and not reported, released or reclaimed: what
-        the ledger counts (unlike ``committed``, expired leases count until reclaimed)."""
+        the ledger counts. ``counts`` narrows which RUNNING trials' claims count
+        (``committed``: live leases only); by default every unrevoked lease counts, expired
+        ones too, until they are reclaimed."""
         from optuna.trial import TrialState
 
         total = 0
@@ -392,7 +388,11 @@ class StudyStore:
             steps = int(t.user_attrs.get(STEPS_ATTR, 0))
             total += steps
             lease = _lease_of(t)
-            if t.state == TrialState.RUNNING and lease.get("worker") is not None:
+            if (
+                t.state == TrialState.RUNNING
+                and lease.get("worker") is not None
+                and (counts is None or counts(t))
+            ):
                 total += max(int(lease.get("to", steps)) - steps, 0)
         return total
 
