@@ -196,3 +196,84 @@ def test_trainer_gives_the_model_the_row_inputs():
     assert np.isfinite(trainer.last_loss)
     # the treatment and query kinds reach the network: their projection was trained
     assert not torch.equal(trainer.model.row_encoder.weight, before)
+
+
+# ---------------------------------------------------------------- new prior components
+
+
+def skewness(v):
+    v = v - v.mean()
+    return float((v**3).mean() / max(float((v**2).mean()) ** 1.5, 1e-12))
+
+
+def test_iid_covariates_are_numeric_independent_columns():
+    prior = CausalPrior(iid_covariates=1.0, min_features=4)
+    b = sample(prior, BatchShape(batch_size=16, n_rows=300, n_features=8, single_eval_pos=200))
+    assert not b.extras["categorical"].any(), "iid covariates are numeric (binary as 0/1)"
+    assert not torch.isnan(b.x).any(), "iid covariates have no missing values"
+    kinds = {"binary": 0, "uniform": 0}
+    for i in range(b.batch_size):
+        x = b.x[i, :, : int(b.n_features[i])].double().numpy()
+        for col in x.T:
+            if set(np.unique(col)) <= {0.0, 1.0}:
+                kinds["binary"] += 1
+            elif col.min() >= 0 and col.max() <= 1:
+                kinds["uniform"] += 1
+    assert kinds["binary"] > 0 and kinds["uniform"] > 0, kinds
+    # the SCM tables of the default prior are not all like that
+    scm = sample(CausalPrior(iid_covariates=0.0, categorical_share=0.5), seed=2)
+    assert scm.extras["categorical"].any()
+
+
+def test_outcome_warp_skews_the_potential_outcomes():
+    shape = BatchShape(batch_size=48, n_rows=300, n_features=6, single_eval_pos=200)
+
+    def mean_abs_skew(prior):
+        b = sample(prior, shape, seed=4)
+        return np.mean([abs(skewness(b.extras["mu0"][i].double().numpy())) for i in range(48)])
+
+    plain = CausalPrior(outcome_warp=0.0, iid_covariates=1.0)
+    warped = CausalPrior(outcome_warp=1.0, iid_covariates=1.0)
+    assert mean_abs_skew(warped) > 1.5 * mean_abs_skew(plain)
+
+
+def test_separate_surfaces_decouple_the_arms():
+    shape = BatchShape(batch_size=48, n_rows=300, n_features=6, single_eval_pos=200)
+
+    def median_corr(prior):
+        b = sample(prior, shape, seed=5)
+        c = [
+            np.corrcoef(b.extras["mu0"][i].numpy(), b.extras["mu1"][i].numpy())[0, 1]
+            for i in range(48)
+        ]
+        return float(np.nanmedian(c))
+
+    common = dict(constant_effect_datasets=0.0, heterogeneity=1.5, outcome_warp=0.0)
+    shared = CausalPrior(separate_surfaces=0.0, **common)
+    separate = CausalPrior(separate_surfaces=1.0, **common)
+    assert median_corr(separate) < median_corr(shared) - 0.1
+
+
+def test_heavy_and_heteroscedastic_noise_keep_targets_noise_free():
+    prior = CausalPrior(heavy_noise=1.0, heteroscedastic=1.0, noise_std=1.0)
+    b = sample(prior, seed=6)
+    sep = b.single_eval_pos
+    mu = torch.where(b.extras["treatment"] > 0, b.extras["mu1"], b.extras["mu0"])
+    resid = (b.y[:, :sep] - mu[:, :sep]).double().numpy().ravel()
+    kurt = float(((resid - resid.mean()) ** 4).mean() / resid.var() ** 2)
+    assert kurt > 3.5, kurt  # heavier tails than a normal's 3
+    # query targets are the noise-free surfaces whatever the noise
+    q = b.extras["query"][:, sep:]
+    tgt = b.target_y[:, sep:]
+    mu0, mu1 = b.extras["mu0"][:, sep:], b.extras["mu1"][:, sep:]
+    assert torch.allclose(tgt[q == MU0], mu0[q == MU0])
+    assert torch.allclose(tgt[q == TAU], (mu1 - mu0)[q == TAU], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["iid_covariates", "separate_surfaces", "outcome_warp", "heavy_noise", "heteroscedastic"],
+)
+def test_new_shares_must_be_probabilities(field):
+    with pytest.raises(InvalidConfigError, match=f"CausalPrior.{field} must lie in \\[0, 1\\]"):
+        CausalPrior(**{field: 1.5})

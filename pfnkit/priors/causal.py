@@ -162,6 +162,57 @@ def _trees(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.take_along_axis(values, leaf.T, 1).sum(0)
 
 
+def iid_covariates(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """d independent covariate columns (n, d), as simulation studies draw them: standard
+    normal, uniform, binary with a random rate, or skewed (log-normal); with probability
+    0.3 the normal columns share a latent factor (correlated covariates)."""
+    kind = rng.choice(4, size=d, p=[0.4, 0.25, 0.25, 0.1])
+    x = np.empty((n, d))
+    normal = rng.standard_normal((n, d))
+    if rng.random() < 0.3:
+        rho = rng.uniform(0.2, 0.8)
+        normal = math.sqrt(1 - rho) * normal + math.sqrt(rho) * rng.standard_normal((n, 1))
+    x[:, kind == 0] = normal[:, kind == 0]
+    x[:, kind == 1] = rng.uniform(0.0, 1.0, (n, int((kind == 1).sum())))
+    rate = rng.uniform(0.05, 0.95, int((kind == 2).sum()))
+    x[:, kind == 2] = rng.random((n, rate.size)) < rate
+    x[:, kind == 3] = np.exp(rng.uniform(0.3, 1.0) * normal[:, kind == 3])
+    return x
+
+
+def _warp(
+    mu0: np.ndarray, mu1: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both surfaces (or one, at random) through one random monotone warp: exp(a m),
+    softplus or a signed power; then shifted and scaled back to the pooled mean and std of
+    the unwarped pair, so noise and effect scales keep their meaning."""
+    kind = int(rng.integers(3))
+    a = rng.uniform(0.3, 1.2)
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+
+    def warp(m: np.ndarray) -> np.ndarray:
+        m = np.clip(m, -6.0, 6.0)
+        if kind == 0:
+            return sign * np.exp(a * sign * m)
+        if kind == 1:
+            return np.logaddexp(0.0, 2.0 * a * m) / (2.0 * a)
+        return np.sign(m) * np.abs(m) ** (1.0 + a)
+
+    arms = (
+        (True, True)
+        if rng.random() < 0.5
+        else ((True, False) if rng.random() < 0.5 else (False, True))
+    )
+    w0 = warp(mu0) if arms[0] else mu0
+    w1 = warp(mu1) if arms[1] else mu1
+    pooled, warped = np.concatenate([mu0, mu1]), np.concatenate([w0, w1])
+    sd = warped.std()
+    if not np.isfinite(sd) or sd < 1e-8:
+        return mu0, mu1
+    k = pooled.std() / sd
+    return (w0 - warped.mean()) * k + pooled.mean(), (w1 - warped.mean()) * k + pooled.mean()
+
+
 @dataclass(frozen=True)
 class CausalPrior:
     """Observational studies with a binary treatment and known potential outcomes.
@@ -192,6 +243,17 @@ class CausalPrior:
         heterogeneity: std of tau(x) across rows.
         constant_effect_datasets: probability that a dataset has a constant effect.
         noise_std: std of the outcome noise.
+        iid_covariates: probability that a dataset's covariates are independent columns
+            (normal, uniform, binary or skewed, as simulation studies draw them) instead of
+            an SCM table.
+        separate_surfaces: probability that mu1 is its own random function, c * mu0 +
+            heterogeneity * g(x) + effect with c in [0, 1] (at c = 0 the arms share nothing,
+            as in IHDP's surface B or a T-learner's world).
+        outcome_warp: probability that the outcome surfaces pass through a random monotone
+            warp (exponential, softplus or a signed power): skewed, heavy-tailed outcomes;
+            half the time one arm only.
+        heavy_noise: probability that the noise is Student-t (2.5 to 6 degrees of freedom).
+        heteroscedastic: probability that the noise std varies with x.
         outcome_queries: share of query rows that ask for mu0(x) or mu1(x) (half each).
         ate_queries: share of query rows that ask for the ATE; the rest ask for tau(x).
     """
@@ -213,9 +275,14 @@ class CausalPrior:
     treated_share: Param = Uniform(0.15, 0.85)
     propensity_clip: float = 0.02
     effect_size: Param = Uniform(0.0, 1.5)
-    heterogeneity: Param = LogUniform(0.05, 2.0)
-    constant_effect_datasets: float = 0.25
+    heterogeneity: Param = LogUniform(0.05, 3.0)
+    constant_effect_datasets: float = 0.2
     noise_std: Param = LogUniform(0.05, 1.5)
+    iid_covariates: float = 0.3
+    separate_surfaces: float = 0.25
+    outcome_warp: float = 0.25
+    heavy_noise: float = 0.15
+    heteroscedastic: float = 0.2
     outcome_queries: float = 0.4
     ate_queries: float = 0.1
 
@@ -242,6 +309,11 @@ class CausalPrior:
             "randomized_datasets",
             "treated_share",
             "constant_effect_datasets",
+            "iid_covariates",
+            "separate_surfaces",
+            "outcome_warp",
+            "heavy_noise",
+            "heteroscedastic",
             "outcome_queries",
             "ate_queries",
         )
@@ -323,10 +395,13 @@ class CausalPrior:
         ate = np.zeros(b, dtype=np.float32)
         confounding = np.zeros(b, dtype=np.float32)
         heterogeneity = np.zeros(b, dtype=np.float32)
-        x = x_np.copy()
+        x = x_np  # cov.x's memory: ours to change (iid covariates, ATE queries' x)
         for i in range(b):
             rng = np.random.default_rng(seeds[i])
             d = int(cov.n_features[i])
+            if rng.random() < self.iid_covariates:
+                x_np[i, :, :d] = iid_covariates(n, d, rng)
+                categorical[i, :d] = False
             s = {k: float(v[i]) for k, v in drawn.items()}
             if rng.random() < self.randomized_datasets:
                 s["confounding"] = 0.0
@@ -355,7 +430,7 @@ class CausalPrior:
             out["target"][i, :sep] = study["y"][:sep]
             out["target"][i, sep:] = tgt
             is_ate = np.flatnonzero(kinds == ATE) + sep
-            x[i, is_ate] = x_np[i, rng.integers(0, sep, is_ate.size)]  # x of an ATE query: any
+            x[i, is_ate] = x[i, rng.integers(0, sep, is_ate.size)]  # x of an ATE query: any
         t = out["treatment"]
         row_inputs = np.zeros((b, n, 3), dtype=np.float32)
         row_inputs[:, :sep, 0] = 1.0 - t[:, :sep]
@@ -410,16 +485,35 @@ class CausalPrior:
         # outcomes: mu0 of the confounders and outcome-only columns, tau of some of them
         outcome_cols = np.flatnonzero((role == _CONFOUNDER) | (role == _OUTCOME))
         mu0 = random_function(z[:, outcome_cols], rng)
-        tau = np.full(n, (1.0 if rng.random() < 0.5 else -1.0) * s["effect_size"])
-        if s["heterogeneity"] > 0 and outcome_cols.size:
-            if rng.random() < 0.25 and mu0.any():  # the effect grows with the baseline
-                modifier = mu0 * (1.0 if rng.random() < 0.5 else -1.0)
-            else:
-                k = _small(outcome_cols.size, rng)
-                modifier = random_function(z[:, rng.choice(outcome_cols, k, replace=False)], rng)
-            tau = tau + s["heterogeneity"] * modifier
-        mu1 = mu0 + tau
-        y = np.where(t > 0, mu1, mu0) + s["noise_std"] * rng.standard_normal(n)
+        sign = 1.0 if rng.random() < 0.5 else -1.0
+        effect = sign * s["effect_size"]
+        het = s["heterogeneity"]
+        if het > 0 and outcome_cols.size and rng.random() < self.separate_surfaces:
+            # the treated surface is its own function; the effect is whatever differs
+            c = rng.uniform(0.0, 1.0)
+            mu1 = c * mu0 + het * random_function(z[:, outcome_cols], rng) + effect
+        else:
+            tau = np.full(n, effect)
+            if het > 0 and outcome_cols.size:
+                if rng.random() < 0.25 and mu0.any():  # the effect grows with the baseline
+                    modifier = mu0 * (1.0 if rng.random() < 0.5 else -1.0)
+                else:
+                    k = _small(outcome_cols.size, rng)
+                    cols = rng.choice(outcome_cols, k, replace=False)
+                    modifier = random_function(z[:, cols], rng)
+                tau = tau + het * modifier
+            mu1 = mu0 + tau
+        if rng.random() < self.outcome_warp:
+            mu0, mu1 = _warp(mu0, mu1, rng)
+        noise: np.ndarray = np.asarray(rng.standard_normal(n))
+        if rng.random() < self.heavy_noise:  # Student-t, scaled to unit variance
+            df = rng.uniform(2.5, 6.0)
+            noise = np.asarray(rng.standard_t(df, n)) / math.sqrt(df / (df - 2.0))
+        if rng.random() < self.heteroscedastic and d:
+            h = random_function(z[:, rng.choice(d, _small(d, rng), replace=False)], rng)
+            spread = np.exp(rng.uniform(0.2, 0.8) * h)
+            noise = noise * spread / math.sqrt(float(np.mean(spread**2)))
+        y = np.where(t > 0, mu1, mu0) + s["noise_std"] * noise
         mean, sd = y.mean(), max(float(y.std()), 1e-3)
         return {
             "y": (y - mean) / sd,
