@@ -196,6 +196,7 @@ class Trainer:
         self.saved_step: int | None = None  # step of the last checkpoint on disk
         self._stop = False
         self._feeder: BatchFeeder | None = None
+        self._data_seconds = 0.0  # time spent getting batches (sampling or waiting for workers)
         if _state is not None:
             self.model.load_state_dict(_state["state_dict"])
             self.optimizer.load_state_dict(_state["optimizer"])
@@ -247,10 +248,14 @@ class Trainer:
         """The batch of (step, micro-batch) for this rank: a pure function of the seed."""
         tc = self.train_config
         k = step * tc.accumulate + micro
+        t0 = time.perf_counter()
         if self._feeder is not None and self._feeder.next == k:
-            return self._feeder.get(k).to(self.device)  # drawn ahead by a data worker
-        n_features = self.model_config.n_features if self.model_config is not None else 1
-        return sample_indexed(self.prior, tc, n_features, self.dist.rank, k).to(self.device)
+            batch = self._feeder.get(k).to(self.device)  # drawn ahead by a data worker
+        else:
+            n_features = self.model_config.n_features if self.model_config is not None else 1
+            batch = sample_indexed(self.prior, tc, n_features, self.dist.rank, k).to(self.device)
+        self._data_seconds += time.perf_counter() - t0
+        return batch
 
     # ------------------------------------------------------------------ training
 
@@ -377,6 +382,7 @@ class Trainer:
         session_start = time.perf_counter()
         base_elapsed = self.elapsed
         window: list[float] = []
+        data_window: list[float] = []
         mark: tuple[int, float] | None = None  # (step, time) at a tenth of the budget
         try:
             while self.step < tc.steps:
@@ -384,8 +390,11 @@ class Trainer:
                     self._stop = True  # every rank stops at the same step
                     break
                 t0 = time.perf_counter()
+                data0 = self._data_seconds
                 loss = self.train_step()
                 dt = time.perf_counter() - t0
+                data_window.append(self._data_seconds - data0)
+                data_window = data_window[-50:]
                 self.elapsed = base_elapsed + time.perf_counter() - session_start
                 window.append(dt)
                 window = window[-50:]
@@ -394,7 +403,7 @@ class Trainer:
                 )
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
                     loss = mean_across_ranks(loss, self.dist, self.device)
-                    self._log_metrics(loss, rate)
+                    self._log_metrics(loss, rate, sum(data_window) / sum(window))
                 if callback is not None:
                     lr = self.optimizer.param_groups[0]["lr"]
                     callback(StepInfo(self.step, tc.steps, loss, lr, self.elapsed, rate))
@@ -459,7 +468,7 @@ class Trainer:
         barrier(self.dist)
         return path
 
-    def _log_metrics(self, loss: float, rate: float) -> None:
+    def _log_metrics(self, loss: float, rate: float, data_share: float) -> None:
         if self.out_dir is None or not self.dist.is_main:
             return
         line = {
@@ -468,6 +477,9 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "wall_time": round(self.elapsed, 3),
             "datasets_per_s": round(rate, 2),
+            # share of step time spent getting batches (sampling, or waiting for workers):
+            # near 1, the prior's sampling bounds training, not the network
+            "data_share": round(data_share, 3),
         }
         try:
             with open(self.out_dir / METRICS_NAME, "a") as f:
