@@ -245,7 +245,7 @@ def test_bad_input_after_fit(causal_checkpoint):
     [
         ({"n_estimators": 0}, "n_estimators"),
         ({"overlap_threshold": 0.5}, "overlap_threshold"),
-        ({"context": "knn"}, "context"),
+        ({"context": "prompt"}, "context"),
         ({"preprocessing": "log"}, "preprocessing"),
     ],
 )
@@ -293,3 +293,144 @@ def test_bundled_checkpoint_corrects_confounding_and_finds_heterogeneity(seed):
     lo, hi = model.ate_interval()
     assert lo <= tau.mean() <= hi
     assert np.corrcoef(model.effect(X), tau)[0, 1] > 0.8
+
+
+# ---------------------------------------------------------------- interval calibration
+
+
+def exported(causal_checkpoint, tmp_path, calibration=None):
+    """The tiny run exported to safetensors, with an optional calibration on its card."""
+    from pfnkit.train.checkpoint import read_checkpoint, write_safetensors
+
+    data = read_checkpoint(causal_checkpoint)
+    if calibration is not None:
+        data["calibration"] = calibration
+    return write_safetensors(data, tmp_path / "te.safetensors")
+
+
+def test_card_calibration_scales_both_intervals_about_their_median(causal_checkpoint, tmp_path):
+    X, t, y = study(seed=3)
+    plain = make(exported(causal_checkpoint, tmp_path)).fit(X, t, y)
+    assert plain.interval_scale_ == {"cate": 1.0, "ate": 1.0}
+    cal = {"cate_interval_scale": 1.5, "ate_interval_scale": 0.5}
+    scaled = make(exported(causal_checkpoint, tmp_path, cal)).fit(X, t, y)
+    assert scaled.interval_scale_ == {"cate": 1.5, "ate": 0.5}
+    np.testing.assert_allclose(scaled.effect(X), plain.effect(X), rtol=1e-5, atol=1e-6)
+    (lo0, hi0), (lo1, hi1) = plain.effect_interval(X), scaled.effect_interval(X)
+    mid = lo0 + (hi0 - lo0) * 0  # the median lies inside; scaling about it keeps the ratio
+    np.testing.assert_allclose(hi1 - lo1, 1.5 * (hi0 - lo0), rtol=1e-4, atol=1e-6)
+    assert np.all(lo1 <= lo0 + 1e-6) and np.all(hi1 >= hi0 - 1e-6) and mid.shape == lo0.shape
+    (a0, b0), (a1, b1) = plain.ate_interval(), scaled.ate_interval()
+    assert b1 - a1 == pytest.approx(0.5 * (b0 - a0), rel=1e-4)
+    assert a0 <= a1 <= b1 <= b0
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, "wide", True, 1e9])
+def test_a_bad_calibration_on_the_card_is_a_checkpoint_error(causal_checkpoint, tmp_path, bad):
+    path = exported(causal_checkpoint, tmp_path, {"ate_interval_scale": bad})
+    X, t, y = study()
+    with pytest.raises(CheckpointError, match="calibration.ate_interval_scale .*pfnkit calibrate"):
+        make(path).fit(X, t, y)
+
+
+def test_calibrate_intervals_reaches_the_target_coverage_on_its_prior(causal_checkpoint):
+    from pfnkit.estimators.causal import calibrate_intervals
+
+    done = []
+    res = calibrate_intervals(
+        causal_checkpoint,
+        draws=24,
+        max_rows=100,
+        n_estimators=2,
+        progress=lambda i, n: done.append(i),
+    )
+    assert done[-1] == 24 and res["draws"] == 24 and res["rows"] == [50, 100]
+    for key in ("cate", "ate"):
+        assert 0 < res[f"{key}_interval_scale"] < 100
+        # the chosen scale is the 95th percentile: at least 95 % covered after it
+        assert res[f"{key}_coverage_after"] >= 0.95
+        # scaling up cannot lower coverage, scaling down cannot raise it
+        if res[f"{key}_interval_scale"] >= 1:
+            assert res[f"{key}_coverage_after"] >= res[f"{key}_coverage_before"]
+        else:
+            assert res[f"{key}_coverage_after"] <= res[f"{key}_coverage_before"]
+    # the same seed gives the same draws and scales
+    again = calibrate_intervals(causal_checkpoint, draws=24, max_rows=100, n_estimators=2)
+    assert again["ate_interval_scale"] == res["ate_interval_scale"]
+
+
+def test_calibrate_command_writes_the_card_and_refuses_other_kinds(causal_checkpoint, tmp_path):
+    from typer.testing import CliRunner
+
+    from pfnkit.cli.app import app
+    from pfnkit.train.checkpoint import read_checkpoint
+
+    path = exported(causal_checkpoint, tmp_path)
+    target = tmp_path / "calibrated.safetensors"
+    runner = CliRunner()
+    res = runner.invoke(app, ["calibrate", str(path), "--out", str(target), "--draws", "20"])
+    assert res.exit_code == 0, res.output
+    cal = read_checkpoint(target)["calibration"]
+    assert cal["draws"] == 20 and cal["ate_coverage_after"] >= 0.95
+    assert "calibration" not in read_checkpoint(path)  # --out leaves the source alone
+    X, t, y = study()
+    est = make(target).fit(X, t, y)
+    assert est.interval_scale_["ate"] == cal["ate_interval_scale"]
+    # bad input: one line naming what is allowed
+    res = runner.invoke(app, ["calibrate", str(path), "--draws", "5"])
+    assert res.exit_code != 0 and "--draws must be >= 20" in res.output
+    res = runner.invoke(app, ["calibrate", str(causal_checkpoint)])
+    assert res.exit_code != 0 and "must be a .safetensors checkpoint" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "pfnkit/checkpoints/tabular-reg.safetensors",
+            "--out",
+            str(tmp_path / "x.safetensors"),
+        ],
+    )
+    assert res.exit_code != 0 and "supports treatment-effect checkpoints" in res.output
+
+
+# ---------------------------------------------------------------- kNN contexts
+
+
+def test_knn_context_with_every_row_equals_the_full_context(causal_checkpoint):
+    from pfnkit.tuning import KNNContext
+
+    X, t, y = study(n=90, seed=4)
+    shared = make(causal_checkpoint).fit(X, t, y)
+    local = make(causal_checkpoint, context=KNNContext(k=500)).fit(X, t, y)
+    assert local.local_context_ is not None and local.local_context_.n_context_rows == 90
+    # a row's context is then every row (in another order): attention is order-free
+    np.testing.assert_allclose(local.effect(X[:20]), shared.effect(X[:20]), rtol=1e-3, atol=1e-3)
+    for a, b in zip(local.predict_outcomes(X[:5]), shared.predict_outcomes(X[:5])):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+    assert local.ate() == pytest.approx(shared.ate(), rel=1e-6)  # the ATE: shared contexts
+
+
+def test_knn_context_takes_the_nearest_rows_of_each_arm(causal_checkpoint):
+    X, t, y = study(n=300, seed=5)
+    est = make(causal_checkpoint, context="knn").fit(X, t, y)
+    local = est.local_context_
+    assert local is not None and local.n_context_rows == 100  # min(k = 100, the limit 112)
+    (treated, _, k_t), (control, _, k_c) = local.arms
+    assert (k_t, k_c) == (50, 50) and np.all(t[treated] == 1) and np.all(t[control] == 0)
+    lo, hi = est.effect_interval(X[:7])
+    e = est.effect(X[:7])
+    assert e.shape == lo.shape == (7,) and np.all(lo <= e + 1e-6) and np.all(e <= hi + 1e-6)
+    # a rare arm: all its rows, the rest from the other
+    t_rare = np.zeros(300, dtype=np.int64)
+    t_rare[:4] = 1
+    rare = make(causal_checkpoint, context="knn", overlap_threshold=1e-9).fit(X, t_rare, y)
+    (_, _, k_t), (_, _, k_c) = rare.local_context_.arms
+    assert (k_t, k_c) == (4, 96) and np.all(np.isfinite(rare.effect(X[:3])))
+
+
+def test_knn_context_needs_exact_mode(causal_checkpoint):
+    from pfnkit.tuning import KNNContext
+
+    X, t, y = study()
+    with pytest.raises(ValueError, match=r"'context' parameter .* KNNContext\(mode='exact'\)"):
+        make(causal_checkpoint, context=KNNContext(mode="graph")).fit(X, t, y)

@@ -1,5 +1,5 @@
 """The typer application: ``pfnkit train-prior``, ``info``, ``evaluate``, ``export``,
-``curves`` and ``hpo``."""
+``calibrate``, ``curves`` and ``hpo``."""
 
 from __future__ import annotations
 
@@ -683,6 +683,58 @@ def export(
             card_path.write_text(text)
             msg += f" and {card_path}"
         err.print(msg, highlight=False, markup=False)
+
+
+@app.command("calibrate")
+def calibrate(
+    path: Annotated[Path, typer.Argument(help="A treatment-effect .safetensors checkpoint.")],
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the calibrated copy here (default: PATH, in place)."),
+    ] = None,
+    draws: Annotated[int, typer.Option(help="Held-out prior studies to calibrate on.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out draws.")] = 20_000_000,
+) -> None:
+    """Calibrate a checkpoint's intervals on held-out draws of its own prior and store the
+    result on its card (treatment-effect checkpoints: CATE and ATE interval scales)."""
+    with user_errors():
+        from pfnkit.exceptions import InvalidConfigError
+        from pfnkit.train.checkpoint import card_of, read_checkpoint, write_safetensors
+
+        if path.suffix != ".safetensors":
+            raise InvalidConfigError(
+                f"PATH must be a .safetensors checkpoint (export a run first with `pfnkit "
+                f"export`). Got '{path}'."
+            )
+        target = out_path if out_path is not None else path
+        if target.suffix != ".safetensors":
+            raise InvalidConfigError(f"--out must end in .safetensors. Got '{target}'.")
+        if draws < 20:
+            raise InvalidConfigError(
+                f"--draws must be >= 20 (a 95th percentile needs them). Got {draws}."
+            )
+        from pfnkit.estimators.causal import calibrate_intervals
+        from pfnkit.train.checkpoint import PFNCard, model_from_data
+
+        data = read_checkpoint(path)
+        model = model_from_data(data, path)
+        model.card = card_of(data)
+        kind = PFNCard.of(model).kind
+        if kind != "treatment-effect":
+            raise InvalidConfigError(
+                f"pfnkit calibrate supports treatment-effect checkpoints (interval scales). "
+                f"Got a {kind} checkpoint; classifiers set softmax_temperature instead."
+            )
+
+        def progress(done: int, total: int) -> None:
+            if done % 25 == 0 or done == total:
+                err.print(f"  {done}/{total} held-out studies", highlight=False)
+
+        result = calibrate_intervals(model, draws=draws, seed=seed, progress=progress)
+        data["calibration"] = result
+        write_safetensors(data, target)  # atomic: a failed write leaves the old file
+        out.print_json(json.dumps(result))
+        err.print(f"Wrote {target} with its calibration on the card.", highlight=False)
 
 
 def run() -> None:

@@ -18,6 +18,7 @@ K bars, R = 3 per-row inputs.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -42,11 +43,12 @@ from pfnkit.estimators.members import (
 from pfnkit.estimators.preprocessing import MODES, TableEncoder, dates_as_objects
 from pfnkit.exceptions import CheckpointError
 from pfnkit.model.heads import BarDistribution
-from pfnkit.tuning import FullContext, SubsampleContext
+from pfnkit.tuning import FullContext, KNNContext, SubsampleContext
 from pfnkit.tuning._base import PREDICT_TOKENS, stratified_rows
+from pfnkit.tuning.knn import DEFAULT_K, DistanceSpace
 
 DEFAULT_CHECKPOINT = "treatment-effect.safetensors"
-CONTEXTS = ("auto", "subsample", "full")
+CONTEXTS = ("auto", "subsample", "full", "knn")
 # the row inputs (w0, w1, ate) of each query kind; a context row is (1 - t, t, 0)
 QUERY_INPUTS = {
     "mu0": (1.0, 0.0, 0.0),
@@ -59,6 +61,7 @@ OVERLAP_WARN_SHARE = 0.1  # warn when this share of rows (or more) has poor over
 MAX_WIDENING = 10.0
 PROPENSITY_FOLDS = 5
 MAX_LEVELS = 30  # one-hot columns per categorical covariate in the propensity model
+KNN_K = DEFAULT_K  # kNN context rows in all (half per arm): see LocalTreatmentContext
 _OWNER = "PFNTreatmentEffect"
 
 
@@ -187,6 +190,93 @@ class TreatmentContext:
         return torch.cat(outs, dim=1)
 
 
+@dataclass
+class LocalTreatmentContext:
+    """kNN contexts: a query row's context is its nearest treated and nearest control
+    rows (in each member's view; distances as ``pfnkit.tuning.knn.DistanceSpace``), k in
+    all, half per arm where both arms have enough rows. Every query row is its own small
+    dataset, (k + 1) rows through the network, batched."""
+
+    model: Any
+    device: str
+    views: list[np.ndarray]  # B x (n, f): the members' views of the training rows
+    z: np.ndarray  # (n,) standardised outcomes
+    t: np.ndarray  # (n,) treatments
+    spaces: list[DistanceSpace]
+    arms: list[tuple[np.ndarray, Any, int]]  # per arm: rows, per-member indexes, k_arm
+    k: int
+
+    @classmethod
+    def fit(
+        cls,
+        model: Any,
+        device: str,
+        views: list[np.ndarray],
+        z: np.ndarray,
+        t: np.ndarray,
+        k: int,
+    ) -> LocalTreatmentContext:
+        from sklearn.neighbors import NearestNeighbors
+
+        treated, control = np.flatnonzero(t == 1), np.flatnonzero(t == 0)
+        k_t = min(treated.size, max(k // 2, k - control.size))
+        k_c = min(control.size, k - k_t)
+        no_cat = np.zeros(views[0].shape[1], dtype=bool)  # views are numeric codes
+        spaces = [DistanceSpace(v, no_cat) for v in views]
+        arms = []
+        for rows, k_arm in ((treated, k_t), (control, k_c)):
+            index = [
+                NearestNeighbors(n_neighbors=k_arm).fit(sp(v[rows])) for sp, v in zip(spaces, views)
+            ]
+            arms.append((rows, index, k_arm))
+        return cls(model, device, views, z, t, spaces, arms, k_t + k_c)
+
+    @property
+    def n_context_rows(self) -> int:
+        return self.k
+
+    def logits(self, x_test: np.ndarray, query: str) -> torch.Tensor:
+        """(B, M, K) logits of query rows x_test (B, M, f) asking for ``query``."""
+        b_n, m, _ = x_test.shape
+        code = np.asarray(QUERY_INPUTS[query], dtype=np.float32)
+        step = max(1, PREDICT_TOKENS // (self.k + 1))
+        out = []
+        for b in range(b_n):
+            zq = self.spaces[b](x_test[b])
+            rows = np.concatenate(
+                [
+                    rows_[index[b].kneighbors(zq, return_distance=False)]
+                    for rows_, index, _ in self.arms
+                ],
+                axis=1,
+            )  # (M, k)
+            parts = []
+            for s0 in range(0, m, step):
+                r = rows[s0 : s0 + step]
+                x = np.concatenate([self.views[b][r], x_test[b, s0 : s0 + step, None]], axis=1)
+                tr = self.t[r]
+                ri = np.concatenate(
+                    [
+                        np.stack([1.0 - tr, tr, np.zeros_like(tr)], axis=-1),
+                        np.broadcast_to(code, (len(r), 1, 3)),
+                    ],
+                    axis=1,
+                )
+                with torch.no_grad():
+                    logits = self.model(
+                        _tensor(x, self.device),
+                        _tensor(self.z[r], self.device),
+                        row_inputs=_tensor(ri, self.device),
+                    )
+                parts.append(logits[:, -1].float().cpu())
+            out.append(torch.cat(parts) if parts else torch.zeros(0, self.model.config.n_outputs))
+        return torch.stack(out)
+
+
+def _tensor(a: np.ndarray, device: str) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)
+
+
 # ---------------------------------------------------------------- the estimator
 
 
@@ -225,6 +315,11 @@ class PFNTreatmentEffect(BaseEstimator):
     interval is widened by the root mean square of the fitted rows' factors. When the
     propensities separate the arms (no overlap at all) fit raises a ValueError.
 
+    Calibration: a checkpoint's card may carry interval scales chosen on held-out draws of
+    its own prior (``pfnkit calibrate``, ``calibrate_intervals``): every CATE or ATE
+    interval is scaled about its median by them (``interval_scale_``), so that 95 %
+    intervals cover 95 % of held-out prior studies. The bundled checkpoint's are on its card.
+
     Args:
         checkpoint: "default" (the bundled ``treatment-effect.safetensors``), a run
             directory, a .pt or .safetensors file of a ``causal``-prior checkpoint, or a
@@ -235,11 +330,16 @@ class PFNTreatmentEffect(BaseEstimator):
             they fit the checkpoint's training context, else "subsample"), "subsample" (a
             random subset of at most the context limit per member, both arms kept),
             "full" (every row in one context; beyond the training limit the network
-            extrapolates), or ``pfnkit.tuning.SubsampleContext(max_rows=...)`` /
-            ``FullContext()``. kNN and tuned contexts are not supported yet (their
-            strategies do not carry the treatment's per-row inputs). Past the context
-            limit, the ATE query answers each member's subsample's ATE; the mixture over
-            members averages these.
+            extrapolates), "knn" (each row's effect and outcomes from its own context: its
+            k / 2 nearest treated and k / 2 nearest control rows, k = 100 by default, the kNN
+            matching of LoCalPFN and of matching estimators), or
+            ``pfnkit.tuning.SubsampleContext(max_rows=...)`` / ``FullContext()`` /
+            ``KNNContext(k=..., mode="exact")`` (k: context rows in all, half per arm
+            where both arms have them). Prompt-tuned and fine-tuned contexts are not
+            supported (they train on a classifier's or regressor's loss). The ATE is a
+            mean over all rows, so it always comes from the subsample contexts: past the
+            context limit each member's ATE query answers its subsample's ATE and the
+            mixture over members averages these.
         max_context: most context rows per member (default: the checkpoint's limit).
         preprocessing: "alternate" (quantile, power, none in turn) or one of them.
         feature_reduction: how X wider than the checkpoint is read: "subset" or "pca".
@@ -250,6 +350,8 @@ class PFNTreatmentEffect(BaseEstimator):
 
     Attributes:
         propensity_: (n,) cross-fitted propensities of the fitted rows.
+        interval_scale_: {"cate": s, "ate": s}, the checkpoint's calibrated interval scales
+            (1.0 where its card has none).
         overlap_share_: share of fitted rows with poor overlap.
         y_mean_, y_std_: the standardisation of y.
         n_features_in_, feature_names_in_: as in scikit-learn.
@@ -258,7 +360,7 @@ class PFNTreatmentEffect(BaseEstimator):
     _parameter_constraints: dict[str, list[Any]] = {
         "checkpoint": [str, os.PathLike, torch.nn.Module],
         "n_estimators": [Interval(Integral, 1, None, closed="left")],
-        "context": [StrOptions(set(CONTEXTS)), SubsampleContext, FullContext],
+        "context": [StrOptions(set(CONTEXTS)), SubsampleContext, FullContext, KNNContext],
         "max_context": [Interval(Integral, 1, None, closed="left"), None],
         "preprocessing": [StrOptions({"alternate", *MODES})],
         "feature_reduction": [StrOptions(set(FEATURE_REDUCTIONS))],
@@ -384,6 +486,7 @@ class PFNTreatmentEffect(BaseEstimator):
         self.model_, self.card_ = load_pfn(
             source, expect="treatment-effect", device=self.device_, what=_OWNER
         )
+        self.interval_scale_ = interval_scales(self.model_)
         cfg = self.model_.config
         if cfg.task != "regression" or cfg.n_row_inputs != len(QUERY_INPUTS["ate"]):
             raise CheckpointError(
@@ -411,7 +514,17 @@ class PFNTreatmentEffect(BaseEstimator):
             strategy = spec if isinstance(spec, SubsampleContext) else SubsampleContext()
             n_ctx = min(n, strategy.max_rows if strategy.max_rows is not None else limit)
         self.context_strategy_ = strategy
-        if n_ctx < n:
+        if spec == "knn" or isinstance(spec, KNNContext):
+            knn = spec if isinstance(spec, KNNContext) else KNNContext(k=KNN_K)
+            if knn.mode != "exact":
+                raise ValueError(
+                    f"The 'context' parameter of {_OWNER} supports KNNContext(mode='exact') "
+                    f"only (a row's context must hold both arms' nearest rows). Got "
+                    f"mode={knn.mode!r}; use KNNContext(k=..., mode='exact')."
+                )
+            self.context_strategy_ = knn
+        if n_ctx < n and not isinstance(self.context_strategy_, KNNContext):
+            # (with "knn" every row's effect has its own context; only the ATE subsamples)
             warnings.warn(
                 f"X has {n} rows, more than the context limit of {limit} ("
                 + (
@@ -420,7 +533,8 @@ class PFNTreatmentEffect(BaseEstimator):
                     else "the checkpoint's training contexts"
                 )
                 + f"); each ensemble member uses a random subset of {n_ctx} rows (both arms "
-                "kept). Use context='full' to put every row in one context.",
+                "kept). Use context='knn' to give every row its nearest rows of each arm, "
+                "or context='full' to put every row in one context.",
                 UserWarning,
                 stacklevel=3,
             )
@@ -459,6 +573,16 @@ class PFNTreatmentEffect(BaseEstimator):
             tensor(x_ctx), tensor(z[ctx]), row_inputs=tensor(row_inputs)
         )
         self.context_ = TreatmentContext(self.model_, cache, dev, n_ctx, ate_x)
+        self.local_context_: LocalTreatmentContext | None = None
+        if isinstance(self.context_strategy_, KNNContext):
+            k = self.context_strategy_.k
+            k = min(int(k) if k is not None else KNN_K, limit, n)
+            full = [mb.features.apply(pre[mb.mode]).astype(np.float32) for mb in self.members_]
+            self.local_context_ = LocalTreatmentContext.fit(self.model_, dev, full, z, t, k)
+
+    def _cate_context(self) -> Any:
+        """Where the per-row queries (tau, mu0, mu1) go: the kNN contexts or the shared."""
+        return self.local_context_ if self.local_context_ is not None else self.context_
 
     # ---------------------------------------------------------------- prediction
 
@@ -490,25 +614,31 @@ class PFNTreatmentEffect(BaseEstimator):
                 f"The 'alpha' parameter of {_OWNER} must be a number in (0, 1) (0.05 gives "
                 f"95 % intervals). Got {alpha!r}."
             )
-        dist = self._bars()
-        lo = dist.quantile(logp, float(alpha) / 2).double().numpy()
-        hi = dist.quantile(logp, 1 - float(alpha) / 2).double().numpy()
-        mid = dist.median(logp).double().numpy()
+        lo, mid, hi = self._quantiles(logp, float(alpha))
         return mid - scale * (mid - lo), mid + scale * (hi - mid)
+
+    def _quantiles(
+        self, logp: torch.Tensor, alpha: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Standardised alpha/2 quantile, median and 1 - alpha/2 quantile of the mixture."""
+        dist = self._bars()
+        lo = dist.quantile(logp, alpha / 2).double().numpy()
+        hi = dist.quantile(logp, 1 - alpha / 2).double().numpy()
+        return lo, dist.median(logp).double().numpy(), hi
 
     def effect(self, X: Any) -> np.ndarray:
         """Conditional average treatment effect tau(x) (posterior mean) per row, (n,)."""
         views, _ = self._views(X)
-        logp = self._mixture(self.context_.logits(views, "tau"))
+        logp = self._mixture(self._cate_context().logits(views, "tau"))
         return self._bars().mean(logp).double().numpy() * self.y_std_
 
     def effect_interval(self, X: Any, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
         """(lower, upper) of tau(x) per row: the 1 - alpha posterior interval, widened for
         rows with poor overlap (see the class docstring)."""
         views, x = self._views(X)
-        logp = self._mixture(self.context_.logits(views, "tau"))
+        logp = self._mixture(self._cate_context().logits(views, "tau"))
         scale = widening(self.propensity_model_.predict(x), float(self.overlap_threshold))
-        lo, hi = self._interval(logp, alpha, scale)
+        lo, hi = self._interval(logp, alpha, scale * self.interval_scale_["cate"])
         return lo * self.y_std_, hi * self.y_std_
 
     def predict_outcomes(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -518,7 +648,7 @@ class PFNTreatmentEffect(BaseEstimator):
         dist = self._bars()
         out = []
         for query in ("mu0", "mu1"):
-            logp = self._mixture(self.context_.logits(views, query))
+            logp = self._mixture(self._cate_context().logits(views, query))
             out.append(dist.mean(logp).double().numpy() * self.y_std_ + self.y_mean_)
         return out[0], out[1]
 
@@ -535,7 +665,8 @@ class PFNTreatmentEffect(BaseEstimator):
     def ate_interval(self, alpha: float = 0.05) -> tuple[float, float]:
         """(lower, upper): the 1 - alpha posterior interval of the ATE, widened when
         overlap is poor (see the class docstring)."""
-        lo, hi = self._interval(self._ate_logp(), alpha, np.array([self.ate_widening_]))
+        scale = np.array([self.ate_widening_ * self.interval_scale_["ate"]])
+        lo, hi = self._interval(self._ate_logp(), alpha, scale)
         return float(lo[0]) * self.y_std_, float(hi[0]) * self.y_std_
 
     def __sklearn_tags__(self) -> Any:
@@ -602,3 +733,146 @@ def _binary_treatment(t: np.ndarray) -> np.ndarray:
             "both arms: add rows of the other treatment."
         )
     return t
+
+
+# ---------------------------------------------------------------- interval calibration
+
+CALIBRATION_ALPHA = 0.05
+
+
+def interval_scales(model: Any) -> dict[str, float]:
+    """The calibrated interval scales on a model's card ({"cate": s, "ate": s}; 1.0 where
+    the card has none)."""
+    card = getattr(model, "card", None)
+    cal = card.get("calibration", {}) if isinstance(card, dict) else {}
+    out = {}
+    for key in ("cate", "ate"):
+        v = cal.get(f"{key}_interval_scale", 1.0) if isinstance(cal, dict) else 1.0
+        if isinstance(v, bool) or not isinstance(v, Real) or not 0 < float(v) < 100:
+            raise CheckpointError(
+                f"The checkpoint's calibration.{key}_interval_scale must be a number in "
+                f"(0, 100). Got {v!r}; recalibrate with `pfnkit calibrate`."
+            )
+        out[key] = float(v)
+    return out
+
+
+def _excess(truth: np.ndarray, lo: np.ndarray, mid: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """How far the truth lies from the median, in units of the interval's half on its side:
+    the interval scaled by s about the median covers the truth exactly when this is <= s."""
+    half = np.where(truth >= mid, hi - mid, mid - lo)
+    dist = np.abs(truth - mid)
+    return np.where(half > 0, dist / np.maximum(half, 1e-300), np.where(dist > 0, np.inf, 0.0))
+
+
+def _weighted_quantile(v: np.ndarray, w: np.ndarray, q: float) -> float:
+    order = np.argsort(v, kind="stable")
+    cum = np.cumsum(w[order]) / w.sum()
+    return float(v[order][min(int(np.searchsorted(cum, q)), v.size - 1)])
+
+
+def calibrate_intervals(
+    checkpoint: Any,
+    *,
+    draws: int = 300,
+    seed: int = 20_000_000,
+    min_rows: int = 50,
+    max_rows: int | None = None,
+    n_estimators: int = 8,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Interval scales that make a treatment-effect checkpoint's 95 % intervals cover 95 %
+    of held-out draws of its own prior.
+
+    Each draw is one study from the checkpoint's prior recipe (a generator seeded far from
+    training's streams) with a log-uniform number of rows in [min_rows, max_rows]
+    (default: the checkpoint's context limit). ``PFNTreatmentEffect`` (its defaults, no
+    calibration) fits it and gives 95 % intervals for every row's tau(x) and for the ATE;
+    per interval, the truth's distance from the median in units of the interval's half on
+    that side is recorded. The ATE scale is the 95th percentile of these over draws; the
+    CATE scale that of the rows, each study weighted equally. Coverage before and after is
+    returned with the scales (the "calibration" entry of a card).
+    """
+    from pfnkit.priors import BatchShape, build_prior
+    from pfnkit.train.checkpoint import bundled_checkpoint_path, load_pfn
+
+    if isinstance(checkpoint, str) and checkpoint == "default":
+        checkpoint = bundled_checkpoint_path(DEFAULT_CHECKPOINT, "treatment-effect")
+    loaded, card = load_pfn(checkpoint, expect="treatment-effect", what="calibrate_intervals")
+    model = copy.copy(loaded)  # a shallow copy (shared weights) with its own card:
+    raw = dict(loaded.card) if isinstance(getattr(loaded, "card", None), dict) else {}
+    raw.pop("calibration", None)  # measure the network itself, uncalibrated
+    model.card = raw
+    prior = build_prior(card.prior)
+    top = int(max_rows if max_rows is not None else (card.context_limit or 512))
+    low = int(min(min_rows, top))
+    gen = torch.Generator().manual_seed(int(seed))
+    n_features = model.config.n_features
+    ate_r: list[float] = []
+    cate_r: list[np.ndarray] = []
+    cate_w: list[np.ndarray] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # overlap and context warnings: expected here
+        while len(ate_r) < draws:
+            u = float(torch.rand((), generator=gen))
+            rows = int(round(math.exp(math.log(low) + u * (math.log(top) - math.log(low)))))
+            b = prior.sample(BatchShape(1, rows + 1, n_features, rows), generator=gen)
+            t = b.extras["treatment"][0, :rows].double().numpy()
+            if not 2 <= t.sum() <= rows - 2:
+                continue
+            d = int(b.n_features[0]) if b.n_features is not None else n_features
+            x = b.x[0, :rows, :d].double().numpy()
+            y = b.y[0, :rows].double().numpy()
+            tau = (b.extras["mu1"][0, :rows] - b.extras["mu0"][0, :rows]).double().numpy()
+            est = PFNTreatmentEffect(checkpoint=model, n_estimators=n_estimators)
+            try:
+                est.fit(x, t, y)
+            except ValueError:  # no overlap at all: not a study the estimator answers
+                continue
+            views, xe = est._views(x)
+            logp = est._mixture(est._cate_context().logits(views, "tau"))
+            q = est._quantiles(logp, CALIBRATION_ALPHA)
+            wide = widening(est.propensity_model_.predict(xe), float(est.overlap_threshold))
+            lo, mid, hi = (q[1] - wide * (q[1] - q[0]), q[1], q[1] + wide * (q[2] - q[1]))
+            r = _excess(tau / est.y_std_, lo, mid, hi)
+            cate_r.append(r)
+            cate_w.append(np.full(r.size, 1.0 / r.size))
+            a_lo, a_mid, a_hi = (v[0] for v in est._quantiles(est._ate_logp(), CALIBRATION_ALPHA))
+            s = est.ate_widening_
+            ate = np.array([tau.mean() / est.y_std_])
+            r_ate = _excess(
+                ate,
+                np.array([a_mid - s * (a_mid - a_lo)]),
+                np.array([a_mid]),
+                np.array([a_mid + s * (a_hi - a_mid)]),
+            )
+            ate_r.append(float(r_ate[0]))
+            if progress is not None:
+                progress(len(ate_r), draws)
+    cr, cw, ar = np.concatenate(cate_r), np.concatenate(cate_w), np.asarray(ate_r)
+    level = 1 - CALIBRATION_ALPHA
+    cate_scale = _weighted_quantile(cr, cw, level)
+    ate_scale = float(np.quantile(ar, level, method="higher"))  # covers >= 95 %
+    if not (np.isfinite(cate_scale) and np.isfinite(ate_scale)) or min(cate_scale, ate_scale) <= 0:
+        raise CheckpointError(
+            f"Interval calibration failed: scales cate {cate_scale}, ate {ate_scale} (the "
+            "network's intervals have zero width where the truth is elsewhere); the "
+            "checkpoint is probably damaged or untrained."
+        )
+
+    def cover(r: np.ndarray, w: np.ndarray, s: float) -> float:
+        return round(float((w * (r <= s)).sum() / w.sum()), 4)
+
+    ones = np.ones_like(ar)
+    return {
+        "cate_interval_scale": round(cate_scale, 4),
+        "ate_interval_scale": round(ate_scale, 4),
+        "alpha": CALIBRATION_ALPHA,
+        "draws": int(draws),
+        "seed": int(seed),
+        "rows": [low, top],
+        "cate_coverage_before": cover(cr, cw, 1.0),
+        "cate_coverage_after": cover(cr, cw, cate_scale),
+        "ate_coverage_before": cover(ar, ones, 1.0),
+        "ate_coverage_after": cover(ar, ones, ate_scale),
+    }

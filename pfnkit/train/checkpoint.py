@@ -145,7 +145,7 @@ def _corrupt(p: Path, e: BaseException) -> CheckpointError:
 
 
 # optional fields and the type they must have when present
-_MAPPINGS = ("model_config", "state_dict", "prior", "train_config", "metrics")
+_MAPPINGS = ("model_config", "state_dict", "prior", "train_config", "metrics", "calibration")
 
 
 def _check(data: Any, p: Path) -> dict[str, Any]:
@@ -274,6 +274,7 @@ def card_of(data: dict[str, Any]) -> dict[str, Any]:
         "train_config",
         "metrics",
         "world_size",
+        "calibration",  # set after training by `pfnkit calibrate` (held-out prior data)
     )
     return {k: data[k] for k in keys if k in data}
 
