@@ -434,3 +434,25 @@ def test_knn_context_needs_exact_mode(causal_checkpoint):
     X, t, y = study()
     with pytest.raises(ValueError, match=r"'context' parameter .* KNNContext\(mode='exact'\)"):
         make(causal_checkpoint, context=KNNContext(mode="graph")).fit(X, t, y)
+
+
+def test_effect_from_tau_outcomes_or_both(causal_checkpoint):
+    X, t, y = study(seed=6)
+    ests = {
+        k: make(causal_checkpoint, effect_from=k).fit(X, t, y) for k in ("tau", "outcomes", "both")
+    }
+    e = {k: m.effect(X) for k, m in ests.items()}
+    mu0, mu1 = ests["outcomes"].predict_outcomes(X)
+    np.testing.assert_allclose(e["outcomes"], mu1 - mu0, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(e["both"], 0.5 * (e["tau"] + e["outcomes"]), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(e["tau"], e["outcomes"])  # two answers of one network differ
+    # the interval is tau's posterior moved to the estimate: same width, the estimate inside
+    widths = {k: np.subtract(*m.effect_interval(X)[::-1]) for k, m in ests.items()}
+    np.testing.assert_allclose(widths["both"], widths["tau"], rtol=1e-4, atol=1e-5)
+    lo, hi = ests["both"].effect_interval(X)
+    shift = e["both"] - e["tau"]
+    lo_t, hi_t = ests["tau"].effect_interval(X)
+    np.testing.assert_allclose(lo, lo_t + shift, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(hi, hi_t + shift, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="effect_from"):
+        make(causal_checkpoint, effect_from="mean").fit(X, t, y)
