@@ -148,6 +148,12 @@ def test_tables_past_the_context_limit_are_subsampled_with_both_arms(causal_chec
     with pytest.warns(UserWarning, match="random subset of 112 rows"):
         est = make(causal_checkpoint).fit(X, t, y)
     assert est.context_.n_context_rows == 112
+    # the ATE of all 300 rows: each member's ATE spread narrowed by sqrt(112 / 300)
+    assert est.ate_subsample_factor_ == pytest.approx(np.sqrt(112 / 300))
+    lo, hi = est.ate_interval()
+    est.ate_subsample_factor_ = 1.0
+    lo1, hi1 = est.ate_interval()
+    assert hi - lo == pytest.approx(np.sqrt(112 / 300) * (hi1 - lo1), rel=1e-5)
     with pytest.warns(UserWarning, match=r"limit of 40 \(max_context\).*subset of 40 rows"):
         assert make(causal_checkpoint, max_context=40).fit(X, t, y).context_.n_context_rows == 40
     with warnings.catch_warnings():

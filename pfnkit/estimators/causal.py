@@ -313,7 +313,10 @@ class PFNTreatmentEffect(BaseEstimator):
     UserWarning gives it. The effect interval of a row with propensity e outside the bounds
     is widened about its median by sqrt(e* (1 - e*) / (e (1 - e))) (e* the bound, at most
     10x): the information about the scarcer arm near x falls with e (1 - e). The ATE
-    interval is widened by the root mean square of the fitted rows' factors. When the
+    interval is widened by the root mean square of the fitted rows' factors. Past the
+    context limit (n rows, n_ctx per member) the ATE interval is narrowed by
+    sqrt(n_ctx / n): each member's ATE posterior is that of an average over its n_ctx
+    rows, and the study's ATE averages n. When the
     propensities separate the arms (no overlap at all) fit raises a ValueError.
 
     Calibration: a checkpoint's card may carry interval scales chosen on held-out draws of
@@ -360,6 +363,8 @@ class PFNTreatmentEffect(BaseEstimator):
         propensity_: (n,) cross-fitted propensities of the fitted rows.
         interval_scale_: {"cate": s, "ate": s}, the checkpoint's calibrated interval scales
             (1.0 where its card has none).
+        ate_subsample_factor_: sqrt(n_ctx / n), the ATE interval's narrowing past the
+            context limit (1.0 when every row is in context).
         overlap_share_: share of fitted rows with poor overlap.
         y_mean_, y_std_: the standardisation of y.
         n_features_in_, feature_names_in_: as in scikit-learn.
@@ -584,6 +589,9 @@ class PFNTreatmentEffect(BaseEstimator):
             tensor(x_ctx), tensor(z[ctx]), row_inputs=tensor(row_inputs)
         )
         self.context_ = TreatmentContext(self.model_, cache, dev, n_ctx, ate_x)
+        # past the context limit each member's ATE posterior is that of its n_ctx rows; the
+        # ATE of all n rows is known to ~sqrt(n_ctx / n) of that spread (an average over n)
+        self.ate_subsample_factor_ = float(np.sqrt(n_ctx / n))
         self.local_context_: LocalTreatmentContext | None = None
         if isinstance(self.context_strategy_, KNNContext):
             k = self.context_strategy_.k
@@ -701,7 +709,9 @@ class PFNTreatmentEffect(BaseEstimator):
     def ate_interval(self, alpha: float = 0.05) -> tuple[float, float]:
         """(lower, upper): the 1 - alpha posterior interval of the ATE, widened when
         overlap is poor (see the class docstring)."""
-        scale = np.array([self.ate_widening_ * self.interval_scale_["ate"]])
+        scale = np.array(
+            [self.ate_widening_ * self.ate_subsample_factor_ * self.interval_scale_["ate"]]
+        )
         lo, hi = self._interval(self._ate_logp(), alpha, scale)
         return float(lo[0]) * self.y_std_, float(hi[0]) * self.y_std_
 
@@ -830,7 +840,8 @@ def calibrate_intervals(
 
     Each draw is one study from the checkpoint's prior recipe (a generator seeded far from
     training's streams) with a log-uniform number of rows in [min_rows, max_rows]
-    (default: the checkpoint's context limit). ``PFNTreatmentEffect`` (its defaults, no
+    (default: twice the checkpoint's context limit, so that subsampled contexts are
+    calibrated too). ``PFNTreatmentEffect`` (its defaults, no
     calibration) fits it and gives 95 % intervals for every row's tau(x) and for the ATE;
     per interval, the truth's distance from the median in units of the interval's half on
     that side is recorded. The ATE scale is the 95th percentile of these over draws; the
@@ -848,7 +859,8 @@ def calibrate_intervals(
     raw.pop("calibration", None)  # measure the network itself, uncalibrated
     model.card = raw
     prior = build_prior(card.prior)
-    top = int(max_rows if max_rows is not None else (card.context_limit or 512))
+    # beyond the context limit too (subsampled contexts): both regimes are calibrated
+    top = int(max_rows if max_rows is not None else 2 * (card.context_limit or 512))
     low = int(min(min_rows, top))
     gen = torch.Generator().manual_seed(int(seed))
     n_features = model.config.n_features
@@ -880,7 +892,7 @@ def calibrate_intervals(
             cate_r.append(r)
             cate_w.append(np.full(r.size, 1.0 / r.size))
             a_lo, a_mid, a_hi = (v[0] for v in est._quantiles(est._ate_logp(), CALIBRATION_ALPHA))
-            s = est.ate_widening_
+            s = est.ate_widening_ * est.ate_subsample_factor_
             ate = np.array([tau.mean() / est.y_std_])
             r_ate = _excess(
                 ate,
