@@ -367,9 +367,15 @@ def checkpoint_line(checkpoint: str) -> str:
     raw = getattr(model, "card", None) or {}
     wall = (raw.get("metrics") or {}).get("wall_time")
     wall_s = f", {float(wall) / 60:.0f} min of training" if wall is not None else ""
+    cal = raw.get("calibration") or {}
+    cal_s = (
+        f", interval scales CATE {cal['cate_interval_scale']:g} / ATE {cal['ate_interval_scale']:g}"
+        if cal
+        else ", uncalibrated intervals"
+    )
     return (
         f"checkpoint `{checkpoint}`: step {raw.get('step', '?')} of "
-        f"{card.train.get('steps', '?')}{wall_s}, context limit {card.context_limit}"
+        f"{card.train.get('steps', '?')}{wall_s}, context limit {card.context_limit}{cal_s}"
     )
 
 
