@@ -687,16 +687,27 @@ def export(
 
 @app.command("calibrate")
 def calibrate(
-    path: Annotated[Path, typer.Argument(help="A treatment-effect .safetensors checkpoint.")],
+    path: Annotated[
+        Path, typer.Argument(help="A classifier or treatment-effect .safetensors checkpoint.")
+    ],
     out_path: Annotated[
         Path | None,
         typer.Option("--out", help="Write the calibrated copy here (default: PATH, in place)."),
     ] = None,
-    draws: Annotated[int, typer.Option(help="Held-out prior studies to calibrate on.")] = 300,
-    seed: Annotated[int, typer.Option(help="Seed of the held-out draws.")] = 20_000_000,
+    draws: Annotated[
+        int, typer.Option(help="Held-out prior tables (studies) to calibrate on.")
+    ] = 300,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of the held-out draws (default: 30000000 for classifiers, 20000000 "
+            "for treatment effects)."
+        ),
+    ] = None,
 ) -> None:
-    """Calibrate a checkpoint's intervals on held-out draws of its own prior and store the
-    result on its card (treatment-effect checkpoints: CATE and ATE interval scales)."""
+    """Calibrate a checkpoint on held-out draws of its own prior and store the result on its
+    card: classifiers get a softmax temperature (lowest log loss through PFNClassifier),
+    treatment-effect checkpoints CATE and ATE interval scales."""
     with user_errors():
         from pfnkit.exceptions import InvalidConfigError
         from pfnkit.train.checkpoint import card_of, read_checkpoint, write_safetensors
@@ -711,26 +722,44 @@ def calibrate(
             raise InvalidConfigError(f"--out must end in .safetensors. Got '{target}'.")
         if draws < 20:
             raise InvalidConfigError(
-                f"--draws must be >= 20 (a 95th percentile needs them). Got {draws}."
+                f"--draws must be >= 20 (fewer cannot place a 95th percentile or tell "
+                f"temperatures apart). Got {draws}."
             )
-        from pfnkit.estimators.causal import calibrate_intervals
         from pfnkit.train.checkpoint import PFNCard, model_from_data
 
         data = read_checkpoint(path)
         model = model_from_data(data, path)
         model.card = card_of(data)
         kind = PFNCard.of(model).kind
-        if kind != "treatment-effect":
-            raise InvalidConfigError(
-                f"pfnkit calibrate supports treatment-effect checkpoints (interval scales). "
-                f"Got a {kind} checkpoint; classifiers set softmax_temperature instead."
-            )
+        what = "held-out studies" if kind == "treatment-effect" else "held-out tables"
 
         def progress(done: int, total: int) -> None:
             if done % 25 == 0 or done == total:
-                err.print(f"  {done}/{total} held-out studies", highlight=False)
+                err.print(f"  {done}/{total} {what}", highlight=False)
 
-        result = calibrate_intervals(model, draws=draws, seed=seed, progress=progress)
+        if kind == "treatment-effect":
+            from pfnkit.estimators.causal import calibrate_intervals
+
+            result = calibrate_intervals(
+                model, draws=draws, seed=20_000_000 if seed is None else seed, progress=progress
+            )
+        elif kind == "classifier":
+            from pfnkit.estimators.calibration import CALIBRATION_SEED, calibrate_temperature
+
+            result = calibrate_temperature(
+                model,
+                draws=draws,
+                seed=CALIBRATION_SEED if seed is None else seed,
+                progress=progress,
+            )
+        else:
+            raise InvalidConfigError(
+                "pfnkit calibrate supports treatment-effect checkpoints (interval scales) and "
+                "classifier checkpoints (softmax temperature). Got a "
+                f"{kind or 'prior-less'} checkpoint, "
+                "which has nothing to calibrate here (PFNRegressor uses the bar "
+                "distribution as trained, softmax_temperature=1.0)."
+            )
         data["calibration"] = result
         write_safetensors(data, target)  # atomic: a failed write leaves the old file
         out.print_json(json.dumps(result))

@@ -135,7 +135,7 @@ class PFNEstimatorBase(BaseEstimator):
         self,
         checkpoint: Any = "default",
         n_estimators: int = 8,
-        softmax_temperature: float = 0.9,
+        softmax_temperature: Any = "auto",
         device: str = "auto",
         random_state: Any = 0,
         ignore_pretraining_limits: bool = False,

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import math
+from numbers import Real
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 
 from pfnkit.estimators._base import PFNEstimatorBase
+from pfnkit.estimators.calibration import (
+    DEFAULT_TEMPERATURE,
+    TemperatureCV,
+    card_temperature,
+    tune_temperature_cv,
+)
 from pfnkit.estimators.members import Member
 
 
@@ -27,7 +35,13 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
             .safetensors file, or a loaded PFN.
         n_estimators: ensemble members (feature/class permutations, alternating
             quantile / power / no preprocessing), averaged after the softmax.
-        softmax_temperature: logits are divided by this before the softmax.
+        softmax_temperature: each member's logits are divided by this before its softmax
+            (below 1 sharpens, above 1 flattens). "auto" (the default): the temperature
+            stored on the checkpoint's card by ``pfnkit calibrate`` (chosen on held-out
+            draws of its prior, see ``pfnkit.estimators.calibration``), else 0.9. "cv" or
+            ``TemperatureCV(folds=5, grid=...)``: the grid value with the lowest K-fold
+            cross-validated log loss on the training table (K more fits). A number: that
+            temperature. The value used is ``softmax_temperature_``.
         device: "auto", "cpu", "cuda", ...
         random_state: seeds the ensemble's permutations and contexts (default 0: the same
             data and parameters give the same predictions; None draws a fresh seed).
@@ -53,7 +67,21 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
     each member maps the classes onto the checkpoint's classes at random, and a class's
     probability is its meta-class's probability shared among the classes mapped to it,
     averaged over members (a proper, calibrated-by-construction distribution).
+
+    Attributes:
+        softmax_temperature_: the temperature ``predict_proba`` uses.
+        temperature_cv_: with ``softmax_temperature="cv"``, the cross-validation report
+            (the temperatures tried, their out-of-fold log loss, folds, seconds); else None.
     """
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        **PFNEstimatorBase._parameter_constraints,
+        "softmax_temperature": [
+            Interval(Real, 0.0, None, closed="neither"),
+            StrOptions({"auto", "cv"}),
+            TemperatureCV,
+        ],
+    }
 
     def fit(self, X: Any, y: Any) -> PFNClassifier:
         self._validate_params()
@@ -77,6 +105,17 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
         y_enc = self.label_encoder_.transform(y)
         self._n_meta = min(n_classes, k)
         self._fit_ensemble(x, y_enc, n_members)
+        self.temperature_cv_: dict[str, Any] | None = None
+        spec = self.softmax_temperature
+        if isinstance(spec, str) and spec == "auto":
+            found = card_temperature(self.card_)
+            self.softmax_temperature_ = DEFAULT_TEMPERATURE if found is None else found
+        elif isinstance(spec, TemperatureCV | str):  # "cv"
+            options = spec if isinstance(spec, TemperatureCV) else TemperatureCV()
+            self.temperature_cv_ = tune_temperature_cv(self, X, np.asarray(y), options)
+            self.softmax_temperature_ = self.temperature_cv_["softmax_temperature"]
+        else:
+            self.softmax_temperature_ = float(spec)
         return self
 
     def _member_code(self, rng: np.random.RandomState) -> np.ndarray:
@@ -91,9 +130,17 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (n_samples, n_classes), columns ordered as ``classes_``."""
         x = self._validate_predict_X(X)
-        logits = self._member_logits(x)[..., : self._n_meta]  # (members, M, meta classes)
-        p_meta = torch.softmax(logits / self.softmax_temperature, dim=-1).numpy()
-        proba = np.zeros((x.shape[0], len(self.classes_)))
+        return self._proba_from_logits(self._meta_logits(x), self.softmax_temperature_)
+
+    def _meta_logits(self, x: np.ndarray) -> torch.Tensor:
+        """Logits (members, M, meta classes) of encoded test rows x (M, d)."""
+        return self._member_logits(x)[..., : self._n_meta]
+
+    def _proba_from_logits(self, logits: torch.Tensor, temperature: float) -> np.ndarray:
+        """Class probabilities (M, n_classes) from the members' logits at a temperature:
+        one forward pass serves every temperature (calibration and CV try many)."""
+        p_meta = torch.softmax(logits / temperature, dim=-1).numpy()
+        proba = np.zeros((p_meta.shape[1], len(self.classes_)))
         for member, p in zip(self.members_, p_meta):
             code = member.code
             assert code is not None

@@ -374,6 +374,8 @@ class PFNCard:
         prior: the prior recipe (a dict; empty for a model built in memory).
         train: the training config (a dict; empty for a model built in memory).
         context_limit: the most context rows the network saw in training (None: unknown).
+        calibration: what ``pfnkit calibrate`` stored (empty when never calibrated):
+            ``softmax_temperature`` for classifiers, interval scales for treatment effects.
     """
 
     kind: str | None
@@ -381,6 +383,7 @@ class PFNCard:
     prior: dict[str, Any]
     train: dict[str, Any]
     context_limit: int | None
+    calibration: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, model: Any) -> PFNCard:
@@ -392,12 +395,14 @@ class PFNCard:
             raw["train_config"] if isinstance(raw.get("train_config"), dict) else {}
         )
         task = str(model.config.task)
+        cal = raw.get("calibration")
         return cls(
             kind=kind_of(prior, task) if prior else None,
             task=task,
             prior=dict(prior),
             train=dict(train),
             context_limit=context_limit(train) if train else None,
+            calibration=dict(cal) if isinstance(cal, dict) else {},
         )
 
 
