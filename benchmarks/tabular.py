@@ -30,7 +30,11 @@ Models (``--models``, keys in brackets):
 Classification metrics, averaged over splits: ROC AUC (binary: probability of
 ``classes_[1]``; multiclass: one-vs-rest macro, ``roc_auc_score(..., multi_class="ovr",
 labels=model.classes_)``, over the classes present in the test half if one is missing),
-accuracy, log loss (``labels=model.classes_``) and the wall time of fit + predict_proba.
+accuracy, log loss (``labels=model.classes_``), expected calibration error (ECE: 15
+equal-width bins of the top probability, ``pfnkit.estimators.calibration``) and the wall time
+of fit + predict_proba. ``--softmax-temperature`` sets the PFNClassifier's (default "auto":
+the checkpoint card's calibrated value, else 0.9; "cv": tuned by 5-fold CV on the training
+half; or a number).
 
 Regression metrics: RMSE of the point prediction (the predictive mean) and NLL, the mean
 negative log-likelihood per test point (nats, in the target's units):
@@ -57,10 +61,12 @@ Run from the repository root::
     python benchmarks/tabular.py --quick --checkpoint runs/clf --reg-checkpoint runs/reg  # smoke
     python benchmarks/tabular.py --datasets german sk-digits diabetes --models pfn hgb
     python benchmarks/tabular.py --checkpoint default runs/clf-gpu/model.safetensors  # compare
+    python benchmarks/tabular.py --softmax-temperature cv --models pfn  # CV-tuned temperature
 
 Markdown tables go to stdout, progress to stderr: (1) ROC AUC per data set and model with
-"mean" and "mean rank" rows, (2) a per-model summary (mean ROC AUC, accuracy, log loss;
-median fit + predict time over all data set x split runs), (3) regression RMSE / NLL.
+"mean" and "mean rank" rows, (2) log loss and ECE per data set and model, (3) a per-model
+summary (mean ROC AUC, accuracy, log loss, ECE; median fit + predict time over all data set
+x split runs), (4) regression RMSE / NLL.
 """
 
 from __future__ import annotations
@@ -107,6 +113,7 @@ from threadpoolctl import threadpool_limits
 
 import pfnkit
 from pfnkit import PFNClassifier, PFNRegressor
+from pfnkit.estimators.calibration import expected_calibration_error
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "keel_dev"
 TRAIN_CAP = 3000
@@ -232,9 +239,13 @@ def pfn_columns(checkpoints: list[str]) -> dict[str, tuple[str, str]]:
     }
 
 
-def make_classifier(key: str, seed: int, checkpoints: dict[str, str]) -> Any:
+def make_classifier(
+    key: str, seed: int, checkpoints: dict[str, str], temperature: Any = "auto"
+) -> Any:
     if key in checkpoints:
-        return PFNClassifier(checkpoint=checkpoints[key], random_state=seed)
+        return PFNClassifier(
+            checkpoint=checkpoints[key], random_state=seed, softmax_temperature=temperature
+        )
     est = {
         "linear": lambda: LogisticRegression(max_iter=1000),
         "rf": lambda: RandomForestClassifier(random_state=seed),
@@ -350,7 +361,7 @@ def run_classification(name: str, loader: Callable, args: argparse.Namespace, co
     for seed in range(args.splits):
         Xtr, Xte, ytr, yte = split(X, y, seed, stratify=True)
         for key in args.clf_models:
-            est = make_classifier(key, seed, args.clf_checkpoints)
+            est = make_classifier(key, seed, args.clf_checkpoints, args.softmax_temperature)
 
             def fit_predict(est=est, Xtr=Xtr, ytr=ytr, Xte=Xte):
                 return est.fit(Xtr, ytr).predict_proba(Xte)
@@ -373,6 +384,7 @@ def run_classification(name: str, loader: Callable, args: argparse.Namespace, co
                     "auc": roc_auc(yte, proba, classes),
                     "acc": accuracy_score(yte, pred),
                     "logloss": log_loss(yte, proba, labels=classes),
+                    "ece": expected_calibration_error(yte, proba, classes=classes),
                     "time": elapsed,
                 }
             )
@@ -508,7 +520,29 @@ def classification_tables(df: pd.DataFrame, models: list[str], clf_names: dict) 
     t1 = "ROC AUC (mean over splits; best per data set in bold; rank 1 = best)\n\n" + md_table(
         ["data set", *names], rows, "l" + "r" * len(names)
     )
-    per_ds = df.groupby(["model", "dataset"])[["auc", "acc", "logloss"]].mean()
+    cal = df.groupby(["dataset", "model"], sort=False)[["logloss", "ece"]].mean()
+    crows = []
+    for ds in auc.index:
+        cells = []
+        for metric in ("logloss", "ece"):
+            vals = [cal.loc[(ds, m), metric] if (ds, m) in cal.index else math.nan for m in auc]
+            best = np.nanmin(vals) if np.isfinite(vals).any() else math.nan
+            cells += [f"**{fmt(v)}**" if len(vals) > 1 and v == best else fmt(v) for v in vals]
+        crows.append([str(ds), *cells])
+    means = cal.groupby("model")[["logloss", "ece"]].mean()
+    crows.append(
+        ["**mean**", *[fmt(means.loc[m, k]) for k in ("logloss", "ece") for m in auc.columns]]
+    )
+    t_cal = (
+        "Log loss and expected calibration error (ECE, 15 bins of the top probability; mean "
+        "over splits; lowest per data set in bold)\n\n"
+        + md_table(
+            ["data set", *[f"{n} {k}" for k in ("log loss", "ECE") for n in names]],
+            crows,
+            "l" + "r" * 2 * len(names),
+        )
+    )
+    per_ds = df.groupby(["model", "dataset"])[["auc", "acc", "logloss", "ece"]].mean()
     srows = []
     for m in auc.columns:
         d = per_ds.loc[m]
@@ -519,6 +553,7 @@ def classification_tables(df: pd.DataFrame, models: list[str], clf_names: dict) 
                 fmt(d["auc"].mean()),
                 fmt(d["acc"].mean()),
                 fmt(d["logloss"].mean()),
+                fmt(d["ece"].mean()),
                 fmt(df.loc[df["model"] == m, "time"].median(), 3),
             ]
         )
@@ -526,12 +561,12 @@ def classification_tables(df: pd.DataFrame, models: list[str], clf_names: dict) 
         "Classification summary (means over data sets of the per-data-set means; time: median "
         "over all data set x split runs)\n\n"
         + md_table(
-            ["model", "data sets", "ROC AUC", "accuracy", "log loss", "fit+predict (s)"],
+            ["model", "data sets", "ROC AUC", "accuracy", "log loss", "ECE", "fit+predict (s)"],
             srows,
-            "lrrrrr",
+            "lrrrrrr",
         )
     )
-    return [t1, t2]
+    return [t1, t_cal, t2]
 
 
 def regression_table(df: pd.DataFrame, models: list[str]) -> str:
@@ -570,6 +605,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="PFNClassifier checkpoint(s); several: one PFN column each",
     )
     p.add_argument("--reg-checkpoint", default="default", help="PFNRegressor checkpoint")
+    p.add_argument(
+        "--softmax-temperature",
+        default="auto",
+        help="PFNClassifier softmax_temperature: 'auto' (card value, else 0.9), 'cv' or a number",
+    )
     p.add_argument("--models", nargs="+", default=list(MODELS), help=f"subset of {MODELS}")
     p.add_argument("--quick", action="store_true", help="2 data sets (+ diabetes), 1 split")
     p.add_argument("--out", type=Path, help="also write the tables to this markdown file")
@@ -586,6 +626,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.clf_checkpoints = {k: c for k, (_, c) in pfns.items()}
     if args.splits < 1 or args.threads < 1:
         p.error("--splits and --threads must be at least 1")
+    if args.softmax_temperature not in ("auto", "cv"):
+        try:
+            args.softmax_temperature = float(args.softmax_temperature)
+        except ValueError:
+            p.error(
+                f"--softmax-temperature must be 'auto', 'cv' or a number > 0. Got "
+                f"{args.softmax_temperature!r}"
+            )
+        if not args.softmax_temperature > 0:
+            p.error(f"--softmax-temperature must be > 0. Got {args.softmax_temperature}")
     if args.quick:
         args.splits = 1
     return args
@@ -611,7 +661,8 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"pfnkit {pfnkit.__version__}, torch {torch.__version__}, python "
         f"{platform.python_version()}; checkpoint={', '.join(args.checkpoint)!r}, "
-        f"reg-checkpoint={args.reg_checkpoint!r}; {args.splits} split(s) of 50/50, training "
+        f"reg-checkpoint={args.reg_checkpoint!r}, softmax_temperature="
+        f"{args.softmax_temperature!r}; {args.splits} split(s) of 50/50, training "
         f"half capped at {TRAIN_CAP} rows; {args.threads} thread(s); models: "
         + ", ".join(args.models)
     )
