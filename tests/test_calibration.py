@@ -306,3 +306,19 @@ def test_calibrate_command_writes_the_card_and_refuses_other_kinds(clf_run, tmp_
     assert "supports treatment-effect checkpoints" in lines[0] and "classifier" in lines[0]
     assert "regressor checkpoint" in lines[0]
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_cv_with_a_one_row_class_still_tunes(clf_run):
+    """The fold that holds out a class's only row trains without that class (its row gets
+    the clipped probability at every temperature); with two classes that fold trains on
+    one class and predicts it for sure. The other folds choose the temperature."""
+    X, y = table(60)
+    y = np.where(np.arange(60) == 0, 7, y)  # class 7: one row
+    est = PFNClassifier(checkpoint=clf_run, n_estimators=2, softmax_temperature="cv").fit(X, y)
+    assert est.softmax_temperature_ in TEMPERATURE_GRID
+    assert np.isfinite(est.temperature_cv_["log_loss"]).all()
+    assert list(est.classes_) == [0, 1, 2, 7]
+    y2 = np.where(np.arange(60) == 0, 1, 0)
+    est.fit(X, y2)
+    assert est.softmax_temperature_ in TEMPERATURE_GRID
+    assert np.isfinite(est.temperature_cv_["log_loss"]).all()

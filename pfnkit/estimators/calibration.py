@@ -192,6 +192,11 @@ def tune_temperature_cv(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # context and small-class notices, once per fold
         for train, test in splitter.split(np.zeros((n, 1)), y):
+            if np.unique(y[train]).size < 2:
+                # a rare class held out leaves one class: that fold predicts it for sure,
+                # whatever the temperature (it adds the same loss to every grid value)
+                nll[:, test] = np.where(y[test] == y[train][0], 0.0, -np.log(_EPS))
+                continue
             fold = clone(estimator).set_params(softmax_temperature=1.0)
             fold.fit(_safe_indexing(X, train), y[train])
             logits = fold._meta_logits(fold._validate_predict_X(_safe_indexing(X, test)))
