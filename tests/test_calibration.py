@@ -202,6 +202,11 @@ def test_cv_picks_a_grid_temperature_deterministically(clf_run, tmp_path):
     small.fit(X, y)
     assert small.softmax_temperature_ in (0.5, 1.0)
     assert small.temperature_cv_["temperatures"] == [0.5, 1.0]
+    # folds with another context strategy: on training folds inside the context limit (56
+    # rows) "subsample" and "auto" both take every row, so the figures agree
+    own = clone(est).fit(X[:60], y[:60]).temperature_cv_["log_loss"]
+    sub = clone(est).set_params(softmax_temperature=TemperatureCV(context="subsample"))
+    assert sub.fit(X[:60], y[:60]).temperature_cv_["log_loss"] == pytest.approx(own, abs=1e-4)
 
 
 def test_cv_flattens_on_noise_and_sharpens_on_an_easy_table(clf_run, tmp_path):
@@ -239,6 +244,7 @@ def test_cv_flattens_on_noise_and_sharpens_on_an_easy_table(clf_run, tmp_path):
         (lambda: TemperatureCV(grid=(0.0, 1.0)), "'grid'"),
         (lambda: TemperatureCV(grid="0.5"), "'grid'"),
         (lambda: TemperatureCV(grid=(float("nan"),)), "'grid'"),
+        (lambda: TemperatureCV(context="nearest"), "'context'"),
         (lambda: calibrate_temperature("default", grid=[-1.0]), "'grid'"),
         (lambda: calibrate_temperature("default", draws=0), "'draws'"),
         (lambda: calibrate_temperature("default", test_rows=0), "'test_rows'"),
