@@ -239,7 +239,7 @@ def test_knn_context_is_each_rows_nearest_neighbours(ckpts):
         nn = np.argsort(((z_tr - z_te[i]) ** 2).sum(1), kind="stable")[:15]
         x = torch.as_tensor(np.concatenate([view_tr[nn], view_te[i : i + 1]])[None])
         logits = model(x, torch.as_tensor(y_code[nn], dtype=torch.float32)[None])[0, 0, :2]
-        p = torch.softmax(logits / est.softmax_temperature, -1).detach().numpy()
+        p = torch.softmax(logits / est.softmax_temperature_, -1).detach().numpy()
         assert np.allclose(proba[i], p[member.code], atol=1e-4)
 
 
