@@ -196,7 +196,8 @@ class PFNEstimatorBase(BaseEstimator):
         """Members, their views, optional fine-tuning, then the context strategy."""
         n, d = x.shape
         limit = self._context_limit(n)
-        strategy = resolve_context(self.context, n, limit)
+        prompts = self.model_.config.tokens == "row"
+        strategy = resolve_context(self.context, n, limit, prompts)
         self.context_strategy_ = strategy
         n_members = min(n_members, getattr(strategy, "max_members", n_members))
         self._warn_limits(n, d, limit, strategy)
@@ -223,8 +224,8 @@ class PFNEstimatorBase(BaseEstimator):
         self.context_ = strategy.fit(problem)
 
     def _warn_limits(self, n: int, d: int, limit: int, strategy: Any) -> None:
-        f_model = self.model_.config.n_features
-        if d > f_model:
+        f_model = self.model_.feature_limit  # None: a cell-token PFN reads any width
+        if f_model is not None and d > f_model:
             how = (
                 f"a different random subset of {f_model} features"
                 if self.feature_reduction == "subset"
@@ -253,7 +254,9 @@ class PFNEstimatorBase(BaseEstimator):
         modes = member_modes(self.preprocessing, n_members)
         self.transforms_ = fit_transforms(modes, self.encoder_.categorical_, x, rng)
         pre = {mode: t.transform(x) for mode, t in self.transforms_.items()}
-        f_model = self.model_.config.n_features
+        f_model = self.model_.feature_limit
+        if f_model is None:  # every column of every view
+            f_model = max(view.shape[1] for view in pre.values())
         self.members_: list[Member] = []
         for mode in modes:
             fmap = feature_map(

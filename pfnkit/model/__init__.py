@@ -4,7 +4,7 @@ from pfnkit.model.attend import ATTENTION_BACKENDS, attend
 from pfnkit.model.config import PFNConfig
 from pfnkit.model.ffn import FFN_BLOCKS, FFNBlock
 from pfnkit.model.heads import BarDistribution, borders_from_targets
-from pfnkit.model.transformer import PFN
+from pfnkit.model.transformer import PFN, build_model
 
 __all__ = [
     "ATTENTION_BACKENDS",
@@ -15,4 +15,5 @@ __all__ = [
     "PFNConfig",
     "attend",
     "borders_from_targets",
+    "build_model",
 ]

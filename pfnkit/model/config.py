@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pfnkit.exceptions import InvalidConfigError
 from pfnkit.priors._base import Task, check_task
 from pfnkit.registry import closest
+
+Tokens = Literal["row", "cell"]
+TOKENS = ("row", "cell")
 
 
 @dataclass(frozen=True)
@@ -17,7 +20,9 @@ class PFNConfig:
 
     Args:
         task: "regression" (bar-distribution head) or "classification".
-        n_features: largest number of input features; fewer are zero-padded and rescaled.
+        n_features: with row tokens, the most input features the network reads (fewer are
+            zero-padded and rescaled); with cell tokens, only the widest table the prior
+            draws in training (inference reads any number of features).
         d_model: width of the residual stream.
         n_layers: transformer layers.
         n_heads: attention heads; must divide d_model.
@@ -36,6 +41,10 @@ class PFNConfig:
             embedded on its own and added to every row's token, never normalised, padded
             or mixed with the features (a treatment indicator, or what a query row asks
             for); 0: none. A prior that needs one says so in its ``n_row_inputs``.
+        tokens: "row": one token per row (a linear embedding of its padded feature
+            vector); "cell": one token per cell plus a target token per row, attention
+            between the features of a row and across the rows of each feature column
+            (TabPFN v2's layout; no feature limit, cost grows with rows x features).
     """
 
     task: Task = "regression"
@@ -53,6 +62,7 @@ class PFNConfig:
     normalize_x: bool = False
     attention_chunk: int = 0
     n_row_inputs: int = 0
+    tokens: Tokens = "row"
 
     def __post_init__(self) -> None:
         check_task("PFNConfig", self.task)
@@ -74,6 +84,16 @@ class PFNConfig:
         ):
             raise InvalidConfigError(
                 f"PFNConfig.n_row_inputs must be an int >= 0. Got {self.n_row_inputs!r}."
+            )
+        if self.tokens not in TOKENS:
+            raise InvalidConfigError(
+                f"PFNConfig.tokens must be one of {', '.join(map(repr, TOKENS))}. "
+                f"Got {self.tokens!r}."
+            )
+        if self.tokens == "cell" and self.n_row_inputs:
+            raise InvalidConfigError(
+                "PFNConfig.n_row_inputs must be 0 with tokens='cell' (the cell model takes no "
+                f"per-row inputs). Got {self.n_row_inputs}; use tokens='row'."
             )
         if self.n_classes < 2:
             raise InvalidConfigError(f"PFNConfig.n_classes must be >= 2. Got {self.n_classes}.")

@@ -139,9 +139,21 @@ class PFN(nn.Module):
         borders: (n_bars + 1,) bucket borders of the bar-distribution head (regression).
     """
 
+    tokens = "row"  # the PFNConfig.tokens value this class builds
+
     def __init__(self, config: PFNConfig, borders: torch.Tensor | None = None) -> None:
         super().__init__()
+        if config.tokens != self.tokens:
+            raise InvalidConfigError(
+                f"{type(self).__name__} builds tokens={self.tokens!r} PFNs but the config has "
+                f"tokens={config.tokens!r}; build it with pfnkit.model.build_model(config)."
+            )
         self.config = config
+        self._build_body(config)
+        self._build_head(config, borders)
+
+    def _build_body(self, config: PFNConfig) -> None:
+        """Encoders and the layer stack (a subclass with other tokens replaces this)."""
         e = config.d_model
         self.x_encoder = FeatureEncoder(config.n_features, e, config.normalize_x)
         self.y_encoder = TargetEncoder(config.task, e, config.n_classes)
@@ -151,6 +163,10 @@ class PFN(nn.Module):
             nn.Linear(config.n_row_inputs, e, bias=False) if config.n_row_inputs else None
         )
         self.layers = nn.ModuleList(PFNLayer(config) for _ in range(config.n_layers))
+
+    def _build_head(self, config: PFNConfig, borders: torch.Tensor | None) -> None:
+        """The final norm, the decoder to K outputs and the bar distribution (regression)."""
+        e = config.d_model
         self.norm = nn.LayerNorm(e)
         self.decoder = nn.Sequential(
             nn.Linear(e, 2 * e), nn.GELU(), nn.Linear(2 * e, config.n_outputs)
@@ -386,12 +402,26 @@ class PFN(nn.Module):
         return cast(list[PFNLayer], list(self.layers))
 
     @property
+    def feature_limit(self) -> int | None:
+        """Most features one forward pass reads (None: any number)."""
+        return self.config.n_features
+
+    @property
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self) -> str:
         c = self.config
         return (
-            f"task={c.task}, d_model={c.d_model}, n_layers={c.n_layers}, n_heads={c.n_heads}, "
-            f"ffn={c.ffn}, params={self.n_params:,}"
+            f"task={c.task}, tokens={c.tokens}, d_model={c.d_model}, n_layers={c.n_layers}, "
+            f"n_heads={c.n_heads}, ffn={c.ffn}, params={self.n_params:,}"
         )
+
+
+def build_model(config: PFNConfig, borders: torch.Tensor | None = None) -> PFN:
+    """The PFN a config describes: per-row tokens (``PFN``) or per-cell ones (``CellPFN``)."""
+    if config.tokens == "cell":
+        from pfnkit.model.cell import CellPFN
+
+        return CellPFN(config, borders)
+    return PFN(config, borders)

@@ -240,7 +240,7 @@ def model_from_data(data: dict[str, Any], path: str | Path) -> Any:
     """Build the PFN a checked checkpoint dict describes (the loader's one rule: ``pfnkit
     info`` uses it too, so the two agree on what loads)."""
     from pfnkit.exceptions import UnknownNameError
-    from pfnkit.model import PFN, PFNConfig
+    from pfnkit.model import PFNConfig, build_model
 
     try:
         config = PFNConfig.from_dict(data["model_config"])
@@ -254,7 +254,7 @@ def model_from_data(data: dict[str, Any], path: str | Path) -> Any:
         raise CheckpointError(f"Checkpoint '{path}' holds an invalid model config: {e}") from None
     state = data["state_dict"]
     try:
-        model = PFN(config, borders=state.get("bar_distribution.borders"))
+        model = build_model(config, borders=state.get("bar_distribution.borders"))
         model.load_state_dict(state)
     except (RuntimeError, ValueError) as e:
         raise CheckpointError(

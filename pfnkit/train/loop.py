@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pfnkit.exceptions import CheckpointError, InvalidConfigError, TrainingDivergedError
-from pfnkit.model import PFN, PFNConfig, borders_from_targets
+from pfnkit.model import PFNConfig, borders_from_targets, build_model
 from pfnkit.priors import BatchShape, build_prior, prior_to_dict, step_generator, step_seed
 from pfnkit.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -174,7 +174,7 @@ class Trainer:
                     if _state is not None
                     else self._prior_borders()
                 )
-            self.model = PFN(self.model_config, borders).to(self.device)
+            self.model = build_model(self.model_config, borders).to(self.device)
         chosen = self.model.parameters() if parameters is None else parameters
         self.parameters = [p for p in chosen if p.requires_grad]
         if not self.parameters:

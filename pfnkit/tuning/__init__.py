@@ -36,20 +36,23 @@ AUTO_RULE = (
     "'auto': when every training row fits in the checkpoint's training context, one "
     "context of all rows per member ('subsample' and 'full' coincide); above it, half the "
     "members a random subsample of rows and half a learned prompt (one per member): "
-    "MixedContext((SubsampleContext(), TunedContext(n_tokens=48)))."
+    "MixedContext((SubsampleContext(), TunedContext(n_tokens=48))); a PFN with cell "
+    "tokens, which takes no prompts, always gets the subsample."
 )
 
 
-def auto_context(n_rows: int, context_limit: int) -> Any:
-    """The strategy "auto" picks for a table of n_rows (see ``AUTO_RULE``)."""
-    if n_rows <= context_limit:
+def auto_context(n_rows: int, context_limit: int, prompts: bool = True) -> Any:
+    """The strategy "auto" picks for a table of n_rows (see ``AUTO_RULE``); ``prompts``:
+    whether the PFN takes learned prompt tokens (row tokens do, cell tokens do not)."""
+    if n_rows <= context_limit or not prompts:
         return SubsampleContext()
     # 48 tokens: four prompts stay under 5 % of the bundled PFN's parameters
     return MixedContext((SubsampleContext(), TunedContext(n_tokens=48)))
 
 
-def resolve_context(spec: Any, n_rows: int, context_limit: int) -> Any:
-    """The strategy object for an estimator's ``context=`` value."""
+def resolve_context(spec: Any, n_rows: int, context_limit: int, prompts: bool = True) -> Any:
+    """The strategy object for an estimator's ``context=`` value (``prompts``: see
+    ``auto_context``)."""
     if isinstance(spec, STRATEGY_TYPES):
         return spec
     if not isinstance(spec, str) or spec not in CONTEXTS:
@@ -62,7 +65,7 @@ def resolve_context(spec: Any, n_rows: int, context_limit: int) -> Any:
             f"TunedContext). Got {spec!r} instead." + (f" Did you mean {hint!r}?" if hint else "")
         )
     if spec == "auto":
-        return auto_context(n_rows, context_limit)
+        return auto_context(n_rows, context_limit, prompts)
     return {
         "subsample": SubsampleContext(),
         "full": FullContext(),
