@@ -268,26 +268,30 @@ class CellPFN(PFN):
         Padded columns (beyond ``n_features``) are dropped when no dataset uses them;
         ``forward`` masks the others out of the attention between features.
         """
-        self._check_inputs(x, y_ctx, prefix, row_inputs)
-        x, stats, _ = self._columns(x, n_features, stats)
-        h, _, _ = self._tokens(x, y_ctx, stats)
+        h, _ = self._tokens(x, y_ctx, n_features, stats, prefix, row_inputs)
         return h, y_ctx.shape[1]
 
     def _tokens(
         self,
         x: torch.Tensor,
         y_ctx: torch.Tensor,
+        n_features: torch.Tensor | None,
         stats: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-        """Tokens (B, N, T, E) of x (B, N, F) whose first Nc rows have targets y_ctx;
-        also the identity vectors (B, F, E) and the normalisation statistics."""
+        prefix: Any,
+        row_inputs: Any,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, torch.Tensor, Any]]:
+        """Checked inputs to tokens (B, N, T, E) (x (B, N, F) whose first Nc rows have
+        targets y_ctx), and what the layers and a cache need besides: the padded-feature
+        mask (B, 1, T) or None, the identity vectors (B, F, E), the normalisation stats."""
+        self._check_inputs(x, y_ctx, prefix, row_inputs)
+        x, stats, mask = self._columns(x, n_features, stats)
         n_ctx = y_ctx.shape[1]
         enc = self.cell_encoder
         if enc.normalize and stats is None:
             stats = enc.context_stats(x[:, :n_ctx])
         identity = enc.identity(x[:, :n_ctx])
         cells = enc(x, stats) + identity[:, None]  # (B, N, F, E)
-        return self._with_targets(cells, y_ctx), identity, stats
+        return self._with_targets(cells, y_ctx), (mask, identity, stats)
 
     def _with_targets(self, cells: torch.Tensor, y_ctx: torch.Tensor | None) -> torch.Tensor:
         """Append the target token to every row of cells (B, N, F, E): the embedded label
@@ -310,14 +314,12 @@ class CellPFN(PFN):
         row_inputs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, M, K) of the rows after the context; args as for ``PFN.forward``."""
-        self._check_inputs(x, y_ctx, prefix, row_inputs)
+        h, (mask, _, _) = self._tokens(x, y_ctx, n_features, stats, prefix, row_inputs)
         n_ctx = y_ctx.shape[1]
         if n_ctx >= x.shape[1]:
             raise InvalidConfigError(
                 f"PFN needs 1 <= Nc < N context rows. Got Nc={n_ctx} with N={x.shape[1]}."
             )
-        x, stats, mask = self._columns(x, n_features, stats)
-        h, _, _ = self._tokens(x, y_ctx, stats)
         return self.layers_forward(h, n_ctx, mask)
 
     def layers_forward(
@@ -342,9 +344,9 @@ class CellPFN(PFN):
     ) -> CellContextCache:
         """Run the context rows once and keep every layer's column keys/values (B*T, H,
         Nc, D); ``predict_cached`` then equals ``forward`` on the concatenated rows."""
-        self._check_inputs(x_ctx, y_ctx, prefix, row_inputs)
-        x_ctx, stats, mask = self._columns(x_ctx, n_features, stats)
-        h, identity, stats = self._tokens(x_ctx, y_ctx, stats)
+        h, (mask, identity, stats) = self._tokens(
+            x_ctx, y_ctx, n_features, stats, prefix, row_inputs
+        )
         kv = []
         for i, layer in enumerate(self.cell_layers):
             last = i == len(self.layers) - 1
