@@ -4,14 +4,23 @@ Classification runs on the 18 KEEL data sets in ``<repo>/../shared/data/keel_dev
 (comma-separated, no header, last column the class; ``--data`` points elsewhere, and they
 are skipped with a note when the directory is absent) plus scikit-learn's bundled
 breast_cancer, wine, iris and digits (named ``sk-...``). Regression runs on
-``load_diabetes`` and a synthetic ``make_friedman1(n_samples=500, noise=1.0,
-random_state=0)``. Nothing is downloaded and no data is copied into the repository.
+``load_diabetes``, a synthetic ``make_friedman1(n_samples=500, noise=1.0, random_state=0)``
+and the 8 regression tables of ``<repo>/../shared/data/tabular_more/`` (``--more-data``
+points elsewhere; read by ``benchmarks/_large_data_sets.py``, see that folder's README.md):
+diamonds, cps1988_wages, hotel_rates, food_delivery_time, computer_prices, ames_housing,
+saratoga_houses and islr_wage, 1,728 to 53,940 rows, 6 to 79 features with categorical
+string columns (cast to object, as the KEEL reader does) and missing cells; skipped with a
+note when the folder is absent. Their targets are mostly prices and wages, right-skewed, and
+are used raw (no log transform). Nothing is downloaded and no data is copied into the
+repository.
 
 Protocol: for every data set, ``--splits`` (default 5) random 50/50 train/test splits
 (``train_test_split`` with seeds 0, 1, ...; stratified for classification); a training half
-of more than 3,000 rows is subsampled (stratified) to 3,000. All models see the same splits
-in the same run. Every model uses its default settings; ``random_state`` is set to the split
-seed where a model has one (PFNs, random forests, gradient boosting), for reproducibility.
+of more than 3,000 rows is subsampled (stratified) to 3,000, and a test half of more than
+5,000 rows to 5,000 (same seed), so that the large tabular_more sets stay affordable (no
+classification set reaches that cap). All models see the same splits in the same run. Every
+model uses its default settings; ``random_state`` is set to the split seed where a model has
+one (PFNs, random forests, gradient boosting), for reproducibility.
 
 Models (``--models``, keys in brackets):
   * [pfn]    ``pfnkit.PFNClassifier(checkpoint=--checkpoint)`` /
@@ -36,14 +45,18 @@ of fit + predict_proba. ``--softmax-temperature`` sets the PFNClassifier's (defa
 the checkpoint card's calibrated value, else 0.9; "cv": tuned by 5-fold CV on the training
 half; or a number).
 
-Regression metrics: RMSE of the point prediction (the predictive mean) and NLL, the mean
-negative log-likelihood per test point (nats, in the target's units):
+Regression metrics: RMSE of the point prediction (the predictive mean), nRMSE = RMSE /
+standard deviation of that split's test targets (comparable across data sets: 1.0 is the
+test mean's RMSE), and NLL, the mean negative log-likelihood per test point (nats, in the
+target's units):
   * pfn: ``PFNRegressor.nll(X, y)`` (the PFN's bar-distribution predictive);
   * every baseline: a Gaussian centred on its prediction, with variance
       - linear, hgb, knn: the mean squared 5-fold out-of-fold residual on the training half;
       - rf: the variance of the trees' predictions for that test point plus that
         out-of-fold residual variance;
     floored at 1e-6 * var(y_train).
+Across data sets the NLL is averaged as the NLL of the standardised target, NLL - log
+sd(y_test) per split (unit-free; model differences are the same as for the raw NLL).
 
 Warnings of the models are silenced; the PFNs' UserWarnings about too many training
 rows (context subsampling) or too many features (feature subsets) are counted and the data
@@ -52,11 +65,12 @@ of the baselines (threadpoolctl) are limited to the same number of threads.
 
 Also printed: a speed line, the median (over 5 runs) fit + predict_proba time of the
 default PFNClassifier and of HistGradientBoostingClassifier on
-``make_classification(n_samples=2000, n_features=20, random_state=0)`` split 1000/1000.
+``make_classification(n_samples=2000, n_features=20, random_state=0)`` split 1000/1000
+(only when classification data sets are run).
 
 Run from the repository root::
 
-    python benchmarks/tabular.py                                   # the full run (~2-3 min)
+    python benchmarks/tabular.py                                   # the full run
     python benchmarks/tabular.py --out runs/tabular.md             # also write the tables
     python benchmarks/tabular.py --quick --checkpoint runs/clf --reg-checkpoint runs/reg  # smoke
     python benchmarks/tabular.py --datasets german sk-digits diabetes --models pfn hgb
@@ -66,7 +80,10 @@ Run from the repository root::
 Markdown tables go to stdout, progress to stderr: (1) ROC AUC per data set and model with
 "mean" and "mean rank" rows, (2) log loss and ECE per data set and model, (3) a per-model
 summary (mean ROC AUC, accuracy, log loss, ECE; median fit + predict time over all data set
-x split runs), (4) regression RMSE / NLL.
+x split runs), (4) regression per data set and model: nRMSE and NLL side by side (best in
+bold), with a "mean" row (mean nRMSE; mean standardised NLL, over the sets where every model
+ran) and a "best on" row (on how many sets each model has the lowest nRMSE / NLL), and (5)
+the long form: RMSE, nRMSE, NLL and median fit + predict time per data set and model.
 """
 
 from __future__ import annotations
@@ -115,8 +132,13 @@ import pfnkit
 from pfnkit import PFNClassifier, PFNRegressor
 from pfnkit.estimators.calibration import expected_calibration_error
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _large_data_sets import MORE_REGRESSION, REG, more_sets  # noqa: E402
+
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "keel_dev"
+DEFAULT_MORE = DEFAULT_DATA.parent / "tabular_more"
 TRAIN_CAP = 3000
+TEST_CAP = 5000
 SPEED_RUNS = 5
 MODELS = ("pfn", "linear", "rf", "hgb", "knn")
 ALIASES = {"lr": "linear", "logreg": "linear", "ridge": "linear", "pfnclassifier": "pfn"}
@@ -186,7 +208,14 @@ def classification_datasets(data_dir: Path) -> dict[str, Callable[[], tuple]]:
     return loaders
 
 
-def regression_datasets() -> dict[str, Callable[[], tuple]]:
+def categorical_as_object(table: tuple[pd.DataFrame, np.ndarray]) -> tuple:
+    """Non-numeric columns as object (pandas 3 reads strings as ``str``), as read_keel does."""
+    X, y = table
+    cat = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
+    return X.astype({c: object for c in cat}), y
+
+
+def regression_datasets(more_dir: Path) -> dict[str, Callable[[], tuple]]:
     def diabetes() -> tuple:
         d = load_diabetes(as_frame=True)
         return d.data.astype(float), d.target.to_numpy(dtype=float)
@@ -195,17 +224,33 @@ def regression_datasets() -> dict[str, Callable[[], tuple]]:
         x, y = make_friedman1(n_samples=500, noise=1.0, random_state=0)
         return pd.DataFrame(x, columns=[f"x{i}" for i in range(x.shape[1])]), y
 
-    return {"diabetes": diabetes, "friedman1": friedman1}
+    loaders: dict[str, Callable[[], tuple]] = {"diabetes": diabetes, "friedman1": friedman1}
+    if not more_dir.is_dir():
+        log(f"note: {more_dir} not found; skipping its regression sets (--more-data DIR)")
+        return loaders
+    for d in more_sets(more_dir):
+        if d.task == REG:
+            loaders[d.name] = lambda d=d: categorical_as_object(d.load())
+    missing = sorted(MORE_REGRESSION - set(loaders))
+    if missing:
+        log(f"note: {more_dir} lacks the regression set(s) {missing}; skipping them")
+    return loaders
+
+
+def _cap(X: Any, y: np.ndarray, cap: int, stratify: bool, seed: int) -> tuple:
+    """At most ``cap`` rows of (X, y), stratified where every class has 2 rows or more."""
+    if len(y) <= cap:
+        return X, y
+    strat = y if stratify and np.unique(y, return_counts=True)[1].min() >= 2 else None
+    X, _, y, _ = train_test_split(X, y, train_size=cap, stratify=strat, random_state=seed)
+    return X, y
 
 
 def split(X: pd.DataFrame, y: np.ndarray, seed: int, stratify: bool) -> tuple:
     strat = y if stratify else None
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.5, stratify=strat, random_state=seed)
-    if len(ytr) > TRAIN_CAP:
-        strat_tr = ytr if stratify and np.unique(ytr, return_counts=True)[1].min() >= 2 else None
-        Xtr, _, ytr, _ = train_test_split(
-            Xtr, ytr, train_size=TRAIN_CAP, stratify=strat_tr, random_state=seed
-        )
+    Xtr, ytr = _cap(Xtr, ytr, TRAIN_CAP, stratify, seed)
+    Xte, yte = _cap(Xte, yte, TEST_CAP, stratify, seed)
     return Xtr, Xte, ytr, yte
 
 
@@ -402,7 +447,12 @@ def run_regression(
     name: str, loader: Callable, args: argparse.Namespace, counter: WarningCounter, failures
 ):
     X, y = loader()
-    log(f"[reg] {name}: {len(y)} rows, {X.shape[1]} features")
+    n_cat = sum(dt == np.dtype(object) for dt in X.dtypes)
+    n_nan = int(X.isna().to_numpy().sum())
+    log(
+        f"[reg] {name}: {len(y)} rows, {X.shape[1]} features ({n_cat} categorical), "
+        f"{n_nan} missing cells"
+    )
     records = []
     for seed in range(args.splits):
         Xtr, Xte, ytr, yte = split(X, y, seed, stratify=False)
@@ -427,13 +477,19 @@ def run_regression(
                 failures.append(f"{name} / {REG_NAMES[key]} / split {seed}: {exc!r}")
                 log(traceback.format_exc())
                 continue
+            rmse = float(np.sqrt(np.mean((yte - mean) ** 2)))
+            sd = float(np.std(yte))
             records.append(
                 {
                     "dataset": name,
                     "model": key,
                     "seed": seed,
-                    "rmse": float(np.sqrt(np.mean((yte - mean) ** 2))),
+                    "n_train": len(ytr),
+                    "n_test": len(yte),
+                    "rmse": rmse,
+                    "nrmse": rmse / sd,
                     "nll": float(np.mean(nll)),
+                    "nll_std": float(np.mean(nll)) - math.log(sd),
                     "time": elapsed,
                 }
             )
@@ -441,7 +497,7 @@ def run_regression(
         log(
             f"    split {seed}: "
             + "  ".join(
-                f"{REG_NAMES[r['model']]} rmse {r['rmse']:.3g} nll {r['nll']:.3f}" for r in done
+                f"{REG_NAMES[r['model']]} nrmse {r['nrmse']:.3f} nll {r['nll']:.3f}" for r in done
             )
         )
     return records
@@ -569,21 +625,71 @@ def classification_tables(df: pd.DataFrame, models: list[str], clf_names: dict) 
     return [t1, t_cal, t2]
 
 
-def regression_table(df: pd.DataFrame, models: list[str]) -> str:
+def regression_tables(df: pd.DataFrame, models: list[str]) -> list[str]:
     agg = df.groupby(["dataset", "model"], sort=False).agg(
-        rmse=("rmse", "mean"), nll=("nll", "mean"), time=("time", "median"), n=("seed", "size")
+        rmse=("rmse", "mean"),
+        nrmse=("nrmse", "mean"),
+        nll=("nll", "mean"),
+        nll_std=("nll_std", "mean"),
+        time=("time", "median"),
+        n_train=("n_train", "max"),
+        n_test=("n_test", "max"),
     )
+    sets = list(df["dataset"].unique())
+    models = [m for m in models if m in set(df["model"])]
+    names = [REG_NAMES[m] for m in models]
+    wide = {k: agg[k].unstack("model").reindex(index=sets, columns=models) for k in agg.columns}
     rows = []
-    for ds in df["dataset"].unique():
+    for ds in sets:
+        cells = []
+        for metric in ("nrmse", "nll"):
+            vals = wide[metric].loc[ds].to_numpy(dtype=float)
+            best = np.nanmin(vals) if np.isfinite(vals).any() else math.nan
+            cells += [f"**{fmt(v)}**" if len(vals) > 1 and v == best else fmt(v) for v in vals]
+        n = f"{wide['n_train'].loc[ds].max():.0f} / {wide['n_test'].loc[ds].max():.0f}"
+        rows.append([ds, n, *cells])
+    complete = wide["nrmse"].dropna().index.intersection(wide["nll"].dropna().index)
+    means = [fmt(wide[k].loc[complete, m].mean()) for k in ("nrmse", "nll_std") for m in models]
+    rows.append([f"**mean** ({len(complete)} sets)", "", *means])
+    wins = [
+        str(int((wide[k].loc[complete].idxmin(axis=1) == m).sum()))
+        for k in ("nrmse", "nll")
+        for m in models
+    ]
+    rows.append(["**best on** (sets)", "", *wins])
+    t1 = (
+        "Regression: nRMSE (RMSE / sd of the test targets) and NLL (nats per test point, in the "
+        "target's units; baselines Gaussian, see the script docstring); mean over splits, "
+        "lowest per data set in bold. The mean row's NLL is that of the standardised target "
+        "(NLL - log sd(y_test)), comparable across sets\n\n"
+        + md_table(
+            ["data set", "train / test", *[f"{n} {k}" for k in ("nRMSE", "NLL") for n in names]],
+            rows,
+            "lr" + "r" * 2 * len(names),
+        )
+    )
+    long_rows = []
+    for ds in sets:
         for m in models:
             if (ds, m) in agg.index:
                 a = agg.loc[(ds, m)]
-                rows.append([ds, REG_NAMES[m], fmt(a["rmse"], 4), fmt(a["nll"]), fmt(a["time"], 3)])
-    return (
-        "Regression (mean over splits; NLL in nats per test point, baselines Gaussian — see the "
-        "script docstring; time: median fit+predict)\n\n"
-        + md_table(["data set", "model", "RMSE", "NLL", "fit+predict (s)"], rows, "llrrr")
+                long_rows.append(
+                    [
+                        ds,
+                        REG_NAMES[m],
+                        fmt(a["rmse"], max(0, 3 - math.floor(math.log10(abs(a["rmse"]) + 1e-300)))),
+                        fmt(a["nrmse"]),
+                        fmt(a["nll"]),
+                        fmt(a["time"], 3),
+                    ]
+                )
+    t2 = (
+        "Regression, per data set and model (mean over splits; time: median fit+predict)\n\n"
+        + md_table(
+            ["data set", "model", "RMSE", "nRMSE", "NLL", "fit+predict (s)"], long_rows, "llrrrr"
+        )
     )
+    return [t1, t2]
 
 
 # ---------------------------------------------------------------------------------- main
@@ -595,6 +701,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="KEEL *.dat directory")
+    p.add_argument(
+        "--more-data",
+        type=Path,
+        default=DEFAULT_MORE,
+        help="tabular_more/ directory (its regression NAME.csv tables)",
+    )
     p.add_argument("--datasets", nargs="+", help="data set names (KEEL stems, sk-*, regression)")
     p.add_argument("--splits", type=int, default=5, help="random 50/50 splits per data set")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenMP/BLAS threads")
@@ -645,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     clf_sets = classification_datasets(args.data)
-    reg_sets = regression_datasets()
+    reg_sets = regression_datasets(args.more_data)
     if args.datasets:
         unknown = [d for d in args.datasets if d not in clf_sets and d not in reg_sets]
         if unknown:
@@ -663,8 +775,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.python_version()}; checkpoint={', '.join(args.checkpoint)!r}, "
         f"reg-checkpoint={args.reg_checkpoint!r}, softmax_temperature="
         f"{args.softmax_temperature!r}; {args.splits} split(s) of 50/50, training "
-        f"half capped at {TRAIN_CAP} rows; {args.threads} thread(s); models: "
-        + ", ".join(args.models)
+        f"half capped at {TRAIN_CAP} rows, test half at {TEST_CAP}; {args.threads} thread(s); "
+        "models: " + ", ".join(args.models)
     )
     log(header)
     counter = WarningCounter()
@@ -683,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
         reg_records: list[dict] = []
         for name, loader in reg_sets.items():
             reg_records += run_regression(name, loader, args, counter, failures)
-        speed = speed_line(args)
+        speed = speed_line(args) if clf_sets else None
 
     sections = [header]
     if clf_records:
@@ -691,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
             pd.DataFrame(clf_records), args.clf_models, args.clf_names
         )
     if reg_records:
-        sections.append(regression_table(pd.DataFrame(reg_records), args.models))
+        sections += regression_tables(pd.DataFrame(reg_records), args.models)
     if speed:
         sections.append(speed)
     notes = counter.lines() + [f"failed: {f}" for f in failures]
