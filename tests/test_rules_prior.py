@@ -188,6 +188,18 @@ def test_v2_recipe_mixes_in_the_rule_component():
     assert prior.max_classes == recipe["model"]["n_classes"]
 
 
+def test_v2_regression_recipe_reads_100_features_and_1024_rows():
+    from pfnkit.priors import BatchShape
+    from pfnkit.train.recipe import load_recipe
+
+    recipe = load_recipe(ROOT / "priors" / "tabular-reg-v2.toml")
+    prior = build_prior(recipe["prior"])
+    assert recipe["model"]["n_features"] == 100 and recipe["train"]["rows"] == 1024
+    check_prior(prior, n_features=100)
+    b = prior.sample(BatchShape(2, 64, 100, 48), generator=torch.Generator().manual_seed(0))
+    assert b.x.shape == (2, 64, 100) and torch.isfinite(b.y).all()
+
+
 # ---------------------------------------------------------------- learns what the old one misses
 
 
