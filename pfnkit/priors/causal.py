@@ -30,10 +30,12 @@ gives each row a marginal distribution, and the distribution of mu1 - mu0 depend
 joint posterior of both arms, which two marginals do not carry (independence or a
 comonotone coupling both miscalibrate). Asking for tau(x) directly gives
 ``effect``/``effect_interval`` their exact posterior predictive; asking for mu0/mu1 gives
-``predict_outcomes``; and the ATE query gives ``ate``/``ate_interval`` the posterior of an
-average over rows, which per-row marginals cannot give either (CausalPFN's weak spot: its
-95 % ATE intervals under-cover). All targets are noise-free surfaces, so an interval is
-about the effect, not about a new unit's noisy outcome.
+``predict_outcomes``; and the ATE query gives the posterior of an average over rows, which
+per-row marginals cannot give either (CausalPFN's weak spot: its 95 % ATE intervals
+under-cover); ``PFNTreatmentEffect(ate_from="network")`` answers from it (the default,
+"dr", corrects the network's outcomes with doubly robust residuals instead). All targets
+are noise-free surfaces, so an interval is about the effect, not about a new unit's noisy
+outcome.
 
 Scale: each dataset's outcomes are standardised with the mean and std of its observed y
 (as the SCM regression prior and the regressor do), mu0 and mu1 by the same affine map,
