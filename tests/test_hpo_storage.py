@@ -164,6 +164,61 @@ def test_a_stale_reclaim_leaves_the_trial_alone(url, study_name, meanwhile):
     assert (after.state, after.user_attrs) == (before.state, before.user_attrs)
 
 
+class _SlowRelease:
+    """A lock connection whose commit (which frees the advisory lock) waits, afterwards,
+    until ``then`` is set: the next holder takes the lock before this exit has finished."""
+
+    def __init__(self, conn, then):
+        self.conn, self.then = conn, then
+
+    def commit(self):
+        self.conn.commit()
+        assert self.then.wait(30)
+
+    def close(self):
+        self.conn.close()
+
+
+def test_a_threads_release_never_frees_the_next_holder(postgres_url, study_name):
+    """Two threads share one store's StudyLock. Thread A releases while thread B waits; B
+    takes the lock between A's commit and the end of A's exit. B must still hold it after A
+    has finished (the bug this pins: A's exit closed the connection it read from shared
+    state, which was by then B's, freeing B's lock mid-claim; CI saw a budget overspent)."""
+    lock = store(postgres_url, study_name, "w").lock
+    other = store(postgres_url, study_name, "other").lock
+    other.timeout = 0.3
+    b_holds, a_done, first = threading.Event(), threading.Event(), []
+    real = lock._lock_postgres
+
+    def lock_postgres():
+        conn = real()
+        if not first:  # A's acquisition
+            first.append(conn)
+            return _SlowRelease(conn, b_holds)
+        return conn
+
+    lock._lock_postgres = lock_postgres
+    seen = []
+
+    def b():
+        with lock:
+            b_holds.set()
+            assert a_done.wait(30)
+            try:  # B's hold must exclude everyone else still
+                with other:
+                    seen.append("free")
+            except PfnkitError:
+                seen.append("held")
+
+    with lock:
+        tb = threading.Thread(target=b)
+        tb.start()
+        time.sleep(0.2)  # B is waiting for the lock
+    a_done.set()
+    tb.join(60)
+    assert seen == ["held"]
+
+
 def test_the_budget_counts_steps_in_flight_and_is_never_overspent(url, study_name):
     """Eight threads (four stores of their own) claim at once against a budget of 5 steps
     in jobs of 2: the claims add up to exactly 5, the last one cut to 1."""

@@ -213,6 +213,9 @@ class StudyLock:
         import optuna
 
         self.timeout = timeout
+        # what one acquisition holds (its descriptor or connection), per thread: threads of
+        # one store share this object, and one thread's release must never touch another's
+        self._held = threading.local()
         self._path: Path | None = None
         self._engine: Any = None
         self._key = study_id
@@ -247,21 +250,22 @@ class StudyLock:
 
     def __enter__(self) -> StudyLock:
         if self.kind == "file":
-            self._fd = self._lock_file()
+            self._held.fd = self._lock_file()
         elif self.kind == "postgresql":
-            self._conn = self._lock_postgres()
+            self._held.conn = self._lock_postgres()
         elif not self._thread.acquire(timeout=self.timeout):
             raise self._timed_out()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.kind == "file":
-            os.close(self._fd)  # closing the descriptor releases its lock
+            os.close(self._held.fd)  # closing the descriptor releases its lock
         elif self.kind == "postgresql":
+            conn = self._held.conn  # this thread's: another may hold the lock next
             try:
-                self._conn.commit()  # ends the transaction, releasing the xact lock
+                conn.commit()  # ends the transaction, releasing the xact lock
             finally:
-                self._conn.close()
+                conn.close()
         else:
             self._thread.release()
 
