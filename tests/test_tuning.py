@@ -355,8 +355,11 @@ def test_default_prompts_train_under_five_percent_of_the_bundled_pfn():
 def test_auto_rule_all_rows_when_they_fit_else_subsample_and_prompts():
     from pfnkit.tuning import auto_context
 
-    assert isinstance(auto_context(336, 336), SubsampleContext)
-    mixed = auto_context(337, 336)
+    assert auto_context(336, 336) == SubsampleContext()
+    # up to a quarter more rows than the training limit: still one context of all rows
+    assert auto_context(420, 336) == SubsampleContext(max_rows=420)
+    assert auto_context(421, 336, prompts=False) == SubsampleContext()
+    mixed = auto_context(421, 336)
     assert isinstance(mixed, MixedContext)
     assert [type(s) for s in mixed.strategies] == [SubsampleContext, TunedContext]
 
@@ -530,3 +533,14 @@ def test_a_diverging_adaptation_run_keeps_the_best_finite_state(ckpts):
     report = tuned.context_.report
     assert "diverged" in report and report["best_loss"] <= report["start_loss"]
     assert np.isfinite(tuned.predict_proba(X[:10])).all()
+
+
+def test_auto_reads_all_rows_a_little_past_the_limit_without_a_warning():
+    import warnings as w
+
+    X, y = data(400, 5, seed=5)
+    with w.catch_warnings():
+        w.simplefilter("error")
+        est = PFNClassifier(n_estimators=2, max_context=340).fit(X, y)
+    assert est.context_strategy_ == SubsampleContext(max_rows=400)
+    assert est.context_.n_context_rows == 400

@@ -237,7 +237,7 @@ class PFNEstimatorBase(BaseEstimator):
                 UserWarning,
                 stacklevel=4,
             )
-        if isinstance(strategy, SubsampleContext) and n > limit:
+        if isinstance(strategy, SubsampleContext) and n > (strategy.max_rows or limit):
             warnings.warn(
                 f"X has {n} training rows but the checkpoint was trained on contexts of up to "
                 f"{limit}; each ensemble member uses a random subset of {limit} rows. Use "
