@@ -8,8 +8,13 @@ training never uses; the same datasets for every network).
 
     python benchmarks/rule_share.py                                   # the default sweep
     python benchmarks/rule_share.py --steps 300 --shares 0 0.2        # a quick look
+    python benchmarks/rule_share.py --checkpoints A.safetensors B.safetensors \
+        --rows 384 --features 64     # trained checkpoints on the same held-out tables
 
-Prints a markdown table: share, training seconds, NLL on each held-out prior.
+Prints a markdown table: share, training seconds, NLL on each held-out prior. With
+``--checkpoints`` nothing is trained: each checkpoint (say v1, trained at share 0, and v2, at
+0.2) is scored on the same held-out tables, the rows and features of which must be within
+every checkpoint's limits.
 
 Measured (2-core CPU, one thread, ``--steps 1000``; d_model 64, 2 layers, 256 rows,
 32 features): NLL on SCM 1.2824 / 1.2853 / 1.2866 / 1.2910 and on rules 0.6370 / 0.6369 /
@@ -69,6 +74,7 @@ def main() -> None:
     ap.add_argument("--eval-batches", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--checkpoints", nargs="+", help="score these checkpoints, train nothing")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -76,6 +82,20 @@ def main() -> None:
     scm = v2.components[0]
     rules = [c for c in v2.components if isinstance(c, RulePrior)][0]
     v1 = mixture_at(0.0)
+    if args.checkpoints:
+        from pfnkit.estimators._base import load_model
+
+        print(
+            f"held-out NLL over {args.eval_batches} x 16 tables of {args.rows} rows, "
+            f"{args.features} features, seed {args.seed}\n"
+        )
+        print("| checkpoint | NLL scm | NLL rules | NLL v1 mixture |")
+        print("|---|---|---|---|")
+        for path in args.checkpoints:
+            net, _ = load_model(path, "classification", "cpu")
+            nll = [held_out_nll(net.eval(), p, args) for p in (scm, rules, v1)]
+            print(f"| {Path(path).stem} | " + " | ".join(f"{v:.4f}" for v in nll) + " |")
+        return
     model = PFNConfig(
         task="classification",
         n_features=args.features,
