@@ -27,7 +27,10 @@ Models (``--models``, keys in brackets):
              ``PFNRegressor(checkpoint=--reg-checkpoint)``; they take the pandas DataFrame
              as is (object columns and NaN included). ``--checkpoint`` may name several
              classification checkpoints: each gets its own column ("PFN <file stem>"), on
-             the same splits, and its own entry in the speed line;
+             the same splits, and its own entry in the speed line. ``--fine-tune
+             SECONDS`` (and ``--fine-tune-lr``) fine-tunes them on each training half
+             first (``fine_tune=FineTune(time_budget=SECONDS)``; the speed line stays the
+             default's);
   * [linear] LogisticRegression(max_iter=1000) / Ridge();
   * [rf]     RandomForestClassifier() / RandomForestRegressor();
   * [hgb]    HistGradientBoostingClassifier() / HistGradientBoostingRegressor();
@@ -142,6 +145,7 @@ from threadpoolctl import threadpool_limits
 import pfnkit
 from pfnkit import PFNClassifier, PFNRegressor
 from pfnkit.estimators.calibration import expected_calibration_error
+from pfnkit.tuning import FineTune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _large_data_sets import MORE_REGRESSION, REG, more_sets  # noqa: E402
@@ -295,12 +299,26 @@ def pfn_columns(checkpoints: list[str]) -> dict[str, tuple[str, str]]:
     }
 
 
+def fine_tune_option(seconds: float | None, lr: float | None) -> Any:
+    """The PFNs' ``fine_tune=`` value for --fine-tune / --fine-tune-lr (False: off)."""
+    if seconds is None:
+        return False
+    return FineTune(time_budget=seconds, **({} if lr is None else {"lr": lr}))
+
+
 def make_classifier(
-    key: str, seed: int, checkpoints: dict[str, str], temperature: Any = "auto"
+    key: str,
+    seed: int,
+    checkpoints: dict[str, str],
+    temperature: Any = "auto",
+    fine_tune: Any = False,
 ) -> Any:
     if key in checkpoints:
         return PFNClassifier(
-            checkpoint=checkpoints[key], random_state=seed, softmax_temperature=temperature
+            checkpoint=checkpoints[key],
+            random_state=seed,
+            softmax_temperature=temperature,
+            fine_tune=fine_tune,
         )
     est = {
         "linear": lambda: LogisticRegression(max_iter=1000),
@@ -311,9 +329,9 @@ def make_classifier(
     return make_pipeline(*preprocessor(scale=key in ("linear", "knn")), est)
 
 
-def make_regressor(key: str, seed: int, checkpoint: str) -> Any:
+def make_regressor(key: str, seed: int, checkpoint: str, fine_tune: Any = False) -> Any:
     if key == "pfn":
-        return PFNRegressor(checkpoint=checkpoint, random_state=seed)
+        return PFNRegressor(checkpoint=checkpoint, random_state=seed, fine_tune=fine_tune)
     est = {
         "linear": lambda: Ridge(),
         "rf": lambda: RandomForestRegressor(random_state=seed),
@@ -417,7 +435,9 @@ def run_classification(name: str, loader: Callable, args: argparse.Namespace, co
     for seed in range(args.splits):
         Xtr, Xte, ytr, yte = split(X, y, seed, stratify=True)
         for key in args.clf_models:
-            est = make_classifier(key, seed, args.clf_checkpoints, args.softmax_temperature)
+            est = make_classifier(
+                key, seed, args.clf_checkpoints, args.softmax_temperature, args.fine_tune_option
+            )
 
             def fit_predict(est=est, Xtr=Xtr, ytr=ytr, Xte=Xte):
                 return est.fit(Xtr, ytr).predict_proba(Xte)
@@ -468,7 +488,7 @@ def run_regression(
     for seed in range(args.splits):
         Xtr, Xte, ytr, yte = split(X, y, seed, stratify=False)
         for key in args.models:
-            est = make_regressor(key, seed, args.reg_checkpoint)
+            est = make_regressor(key, seed, args.reg_checkpoint, args.fine_tune_option)
 
             def fit_predict(est=est, Xtr=Xtr, ytr=ytr, Xte=Xte):
                 return est.fit(Xtr, ytr).predict(Xte)
@@ -733,6 +753,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="PFNClassifier softmax_temperature: 'auto' (card value, else 0.9), 'cv' or a number",
     )
+    p.add_argument(
+        "--fine-tune",
+        type=float,
+        metavar="SECONDS",
+        help="PFNs fine-tune on each training half first: FineTune(time_budget=SECONDS)",
+    )
+    p.add_argument("--fine-tune-lr", type=float, help="with --fine-tune: FineTune(lr=...)")
     p.add_argument("--models", nargs="+", default=list(MODELS), help=f"subset of {MODELS}")
     p.add_argument("--quick", action="store_true", help="2 data sets (+ diabetes), 1 split")
     p.add_argument("--out", type=Path, help="also write the tables to this markdown file")
@@ -759,6 +786,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             )
         if not args.softmax_temperature > 0:
             p.error(f"--softmax-temperature must be > 0. Got {args.softmax_temperature}")
+    if args.fine_tune is not None and not args.fine_tune > 0:
+        p.error(f"--fine-tune must be a number of seconds > 0. Got {args.fine_tune}")
+    if args.fine_tune_lr is not None and args.fine_tune is None:
+        p.error("--fine-tune-lr needs --fine-tune SECONDS")
+    if args.fine_tune_lr is not None and not args.fine_tune_lr > 0:
+        p.error(f"--fine-tune-lr must be > 0. Got {args.fine_tune_lr}")
+    args.fine_tune_option = fine_tune_option(args.fine_tune, args.fine_tune_lr)
     if args.quick:
         args.splits = 1
     return args
@@ -785,7 +819,8 @@ def main(argv: list[str] | None = None) -> int:
         f"pfnkit {pfnkit.__version__}, torch {torch.__version__}, python "
         f"{platform.python_version()}; checkpoint={', '.join(args.checkpoint)!r}, "
         f"reg-checkpoint={args.reg_checkpoint!r}, softmax_temperature="
-        f"{args.softmax_temperature!r}; {args.splits} split(s) of 50/50, training "
+        f"{args.softmax_temperature!r}, fine_tune={args.fine_tune_option!r}; "
+        f"{args.splits} split(s) of 50/50, training "
         f"half capped at {TRAIN_CAP} rows, test half at {TEST_CAP}; {args.threads} thread(s); "
         "models: " + ", ".join(args.models)
     )
