@@ -26,3 +26,26 @@ def test_console_script_runs_and_reports_errors():
         text=True,
     )
     assert r.returncode == 1 and "Traceback" in r.stderr
+
+
+def test_wheel_ships_every_bundled_checkpoint_and_card(tmp_path):
+    import zipfile
+    from pathlib import Path
+
+    import pytest
+
+    pytest.importorskip("setuptools")  # the build backend (pyproject.toml)
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation"]
+        + ["-q", "-w", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("pfnkit-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    bundled = sorted((root / "pfnkit" / "checkpoints").glob("*.safetensors"))
+    assert bundled, "no bundled checkpoints"
+    for weights in bundled:
+        for path in (weights, weights.with_suffix(".md")):
+            assert f"pfnkit/checkpoints/{path.name}" in names
