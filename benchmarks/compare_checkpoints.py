@@ -1,0 +1,100 @@
+"""Two (or more) classification checkpoints at their defaults on real tables of a given size.
+
+Data: the classification tables of ``<repo>/../shared/data/tabular_more/`` and the KEEL dev
+tables with at least 1,000 rows (``benchmarks/_large_data_sets.py``; absent folders are
+skipped with a note). Per table: a stratified test set of ``--test-rows`` (at most half the
+table), then training sets of ``--train-rows`` rows, prefixes of one shuffled order (so
+nested; sizes larger than what is left are skipped). Every checkpoint gets
+``PFNClassifier(checkpoint=..., random_state=0)`` with every other parameter at its
+default (so ``context="auto"`` follows each checkpoint's own context limit), on the same
+split in the same run.
+
+Prints ROC AUC / log loss / fit + predict seconds per table and size, then per checkpoint
+and size the mean ROC AUC, mean log loss and median seconds.
+
+    python benchmarks/compare_checkpoints.py OLD.safetensors NEW.safetensors
+    python benchmarks/compare_checkpoints.py default runs/x.safetensors --train-rows 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _large_data_sets as sets  # noqa: E402
+from context_length import DATA_ROOT, score  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("checkpoints", nargs="+", help="classification checkpoints ('default' too)")
+    p.add_argument("--train-rows", default="1000,3000", help="training set sizes")
+    p.add_argument("--test-rows", type=int, default=2000)
+    p.add_argument("--data-root", type=Path, default=DATA_ROOT)
+    p.add_argument("--datasets", help="comma list of table names (default: all)")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+
+    import torch
+    from sklearn.model_selection import train_test_split
+
+    from pfnkit import PFNClassifier
+
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    sizes = [int(s) for s in args.train_rows.split(",")]
+    names = [Path(c).stem if c != "default" else c for c in args.checkpoints]
+    if len(set(names)) < len(names):
+        names = list(args.checkpoints)
+    found = sets.available(args.data_root, lambda m: print(m, file=sys.stderr))
+    chosen = args.datasets.split(",") if args.datasets else None
+    tables = {
+        name: d
+        for name, d in found.items()
+        if d.task == sets.CLF
+        and d.source != "make_classification"
+        and (chosen is None or name in chosen)
+    }
+    print("| table | rows | " + " | ".join(f"{n} AUC / log loss / s" for n in names) + " |")
+    print("|:---|---:|" + "---:|" * len(names))
+    results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    for table, data in tables.items():
+        X, y = sets.load(data)
+        n_test = min(args.test_rows, len(y) // 2)
+        X_rest, X_test, y_rest, y_test = train_test_split(
+            X, y, test_size=n_test, stratify=y, random_state=0
+        )
+        for n in sizes:
+            if n > len(y_rest):
+                continue
+            cells = []
+            for name, checkpoint in zip(names, args.checkpoints, strict=True):
+                t0 = time.perf_counter()
+                est = PFNClassifier(checkpoint=checkpoint, random_state=0)
+                proba = est.fit(X_rest.iloc[:n], y_rest[:n]).predict_proba(X_test)
+                seconds = time.perf_counter() - t0
+                auc, ll = score(y_test, proba, est.classes_)
+                results.setdefault((name, n), []).append((auc, ll, seconds))
+                cells.append(f"{auc:.4f} / {ll:.3f} / {seconds:.1f}")
+            print(f"| {table} | {n} | " + " | ".join(cells) + " |", flush=True)
+    print("\n| checkpoint | training rows | tables | mean ROC AUC | mean log loss | median s |")
+    print("|:---|---:|---:|---:|---:|---:|")
+    for n in sizes:
+        for name in names:
+            runs = np.array(results.get((name, n), []))
+            if len(runs):
+                print(
+                    f"| {name} | {n} | {len(runs)} | {runs[:, 0].mean():.4f} | "
+                    f"{runs[:, 1].mean():.4f} | {np.median(runs[:, 2]):.1f} |"
+                )
+
+
+if __name__ == "__main__":
+    main()
