@@ -197,3 +197,28 @@ def test_bundled_checkpoints_work_offline_and_learn():
     X, y = load_diabetes(return_X_y=True)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.5, random_state=0)
     assert r2_score(yte, PFNRegressor(random_state=0).fit(Xtr, ytr).predict(Xte)) > 0.3
+
+
+def test_bundled_classifier_reads_100_features_without_subsets():
+    import warnings
+
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=200, n_features=100, n_informative=8, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "reads at most ... features" warning
+        est = PFNClassifier(n_estimators=2, random_state=0).fit(X, y)
+    assert est.model_.feature_limit >= 100
+    for member in est.members_:
+        assert sorted(member.features.cols.tolist()) == list(range(100))
+        assert member.features.components is None
+
+
+def test_bundled_classifier_uses_the_temperature_calibrated_on_its_card():
+    from pfnkit.estimators.calibration import card_temperature
+
+    X, y = load_breast_cancer(return_X_y=True)
+    est = PFNClassifier(n_estimators=1).fit(X[:100], y[:100])
+    found = card_temperature(est.card_)
+    assert found is not None and 0.1 <= found <= 1.5
+    assert est.softmax_temperature_ == found
