@@ -29,17 +29,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _large_data_sets as sets  # noqa: E402
-from context_length import DATA_ROOT, score  # noqa: E402
+from context_length import add_table_options, real_classification_tables, score  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoints", nargs="+", help="classification checkpoints ('default' too)")
     p.add_argument("--train-rows", default="1000,3000", help="training set sizes")
-    p.add_argument("--test-rows", type=int, default=2000)
-    p.add_argument("--data-root", type=Path, default=DATA_ROOT)
-    p.add_argument("--datasets", help="comma list of table names (default: all)")
-    p.add_argument("--threads", type=int, default=1)
+    add_table_options(p)
     args = p.parse_args(argv)
 
     import torch
@@ -53,15 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     names = [Path(c).stem if c != "default" else c for c in args.checkpoints]
     if len(set(names)) < len(names):
         names = list(args.checkpoints)
-    found = sets.available(args.data_root, lambda m: print(m, file=sys.stderr))
-    chosen = args.datasets.split(",") if args.datasets else None
-    tables = {
-        name: d
-        for name, d in found.items()
-        if d.task == sets.CLF
-        and d.source != "make_classification"
-        and (chosen is None or name in chosen)
-    }
+    tables = real_classification_tables(args.data_root, args.datasets)
     print("| table | rows | " + " | ".join(f"{n} AUC / log loss / s" for n in names) + " |")
     print("|:---|---:|" + "---:|" * len(names))
     results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}

@@ -64,15 +64,33 @@ def score(y_test: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> tuple[f
     return float(auc), float(log_loss(y_test[keep], proba[keep], labels=classes))
 
 
+def add_table_options(p: argparse.ArgumentParser) -> None:
+    """--test-rows, --data-root, --datasets, --threads (shared with compare_checkpoints.py)."""
+    p.add_argument("--test-rows", type=int, default=2000)
+    p.add_argument("--data-root", type=Path, default=DATA_ROOT)
+    p.add_argument("--datasets", help="comma list of table names (default: all)")
+    p.add_argument("--threads", type=int, default=1)
+
+
+def real_classification_tables(root: Path, datasets: str | None) -> dict[str, sets.DataSet]:
+    """The real classification tables under ``root`` (optionally a comma list of names)."""
+    found = sets.available(root, lambda m: print(m, file=sys.stderr))
+    chosen = datasets.split(",") if datasets else None
+    return {
+        name: d
+        for name, d in found.items()
+        if d.task == sets.CLF
+        and d.source != "make_classification"
+        and (chosen is None or name in chosen)
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default="default", help="classification checkpoint")
     p.add_argument("--ratios", default="1.1,1.8", help="training rows / context limit")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {METHODS}")
-    p.add_argument("--test-rows", type=int, default=2000)
-    p.add_argument("--data-root", type=Path, default=DATA_ROOT)
-    p.add_argument("--datasets", help="comma list of table names (default: all)")
-    p.add_argument("--threads", type=int, default=1)
+    add_table_options(p)
     args = p.parse_args(argv)
 
     import torch
@@ -90,15 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     ratios = [float(r) for r in args.ratios.split(",")]
     _, card = load_model(args.checkpoint, "classification", "cpu")
     limit = int(card.context_limit)
-    found = sets.available(args.data_root, lambda m: print(m, file=sys.stderr))
-    chosen = args.datasets.split(",") if args.datasets else None
-    tables = {
-        name: d
-        for name, d in found.items()
-        if d.task == sets.CLF
-        and d.source != "make_classification"
-        and (chosen is None or name in chosen)
-    }
+    tables = real_classification_tables(args.data_root, args.datasets)
     print(f"checkpoint {args.checkpoint}: context limit {limit}; {len(tables)} tables\n")
     print("| table | rows | " + " | ".join(f"{m} AUC / log loss" for m in methods) + " |")
     print("|:---|---:|" + "---:|" * len(methods))
