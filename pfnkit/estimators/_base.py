@@ -237,10 +237,11 @@ class PFNEstimatorBase(BaseEstimator):
                 UserWarning,
                 stacklevel=4,
             )
-        if isinstance(strategy, SubsampleContext) and n > (strategy.max_rows or limit):
+        kept = strategy.max_rows or limit if isinstance(strategy, SubsampleContext) else n
+        if kept < n:
             warnings.warn(
                 f"X has {n} training rows but the checkpoint was trained on contexts of up to "
-                f"{limit}; each ensemble member uses a random subset of {limit} rows. Use "
+                f"{limit}; each ensemble member uses a random subset of {kept} rows. Use "
                 "context='knn' or 'tuned' to use every row, or ignore_pretraining_limits=True "
                 "to put all rows in one context.",
                 UserWarning,
