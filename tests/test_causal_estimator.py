@@ -477,6 +477,87 @@ def test_effect_from_tau_outcomes_or_both(causal_checkpoint):
     np.testing.assert_allclose(hi, hi_t + shift, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="effect_from"):
         make(causal_checkpoint, effect_from="mean").fit(X, t, y)
+    fixed = {"tau": (0, 1, 0, 0), "outcomes": (0, 0, 1, 1), "both": (0, 0.5, 0.5, 0.5)}
+    for k, w in fixed.items():
+        got = ests[k].effect_weights_
+        assert tuple(got[c] for c in ("intercept", "tau", "mu1", "mu0", "stacked")) == (*w, False)
+
+
+def test_stacked_effect_is_its_weighted_combination_of_the_two_answers(causal_checkpoint):
+    """effect_from="stacked" (the default): effect = c + a tau + b1 (mu1 - y_mean_) - b0
+    (mu0 - y_mean_), with the weights on effect_weights_ (c in y's units); the same members
+    and contexts as the other modes (a fixed random_state), and the interval is tau's
+    posterior moved to it."""
+    X, t, y = study(n=400, seed=7, effect=2.0)
+    y = y + 3.0 * X[:, 2] * t  # a heterogeneous effect: 2 + 3 x2
+    est = make(causal_checkpoint).fit(X, t, y)
+    assert est.effect_from == "stacked"
+    ref = make(causal_checkpoint, effect_from="tau").fit(X, t, y)
+    w = est.effect_weights_
+    assert w["stacked"] in ("pooled", "arms") and min(w["tau"], w["mu1"], w["mu0"]) >= 0
+    assert w["stacked"] == "arms" or w["mu1"] == w["mu0"]
+    mu0, mu1 = est.predict_outcomes(X)
+    want = (
+        w["intercept"]
+        + w["tau"] * ref.effect(X)
+        + w["mu1"] * (mu1 - est.y_mean_)
+        - w["mu0"] * (mu0 - est.y_mean_)
+    )
+    np.testing.assert_allclose(est.effect(X), want, rtol=1e-4, atol=1e-4)
+    lo, hi = est.effect_interval(X)
+    lo_t, hi_t = ref.effect_interval(X)
+    np.testing.assert_allclose(hi - lo, hi_t - lo_t, rtol=1e-4, atol=1e-4)
+    # the cross-fitted answers behind the weights are computed once, shared with the DR ATE
+    assert est._cross_fit() is est._cross_fit()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stacking_lowers_the_pehe_of_a_shrunk_network(causal_checkpoint, seed):
+    """The tiny network shrinks a strong heterogeneous effect towards its prior's typical
+    size; the R-loss stacking, fitted on the study, undoes much of that."""
+    X, t, y = study(n=400, seed=30 + seed, effect=1.0)
+    tau = 1.0 + 4.0 * X[:, 1]
+    y = y + (tau - 1.0) * t
+    pehe = {}
+    for k in ("stacked", "both"):
+        est = make(causal_checkpoint, effect_from=k).fit(X, t, y)
+        pehe[k] = np.sqrt(np.mean((est.effect(X) - tau) ** 2))
+    assert pehe["stacked"] < 0.8 * pehe["both"], pehe
+
+
+def test_stacking_needs_enough_rows_and_keeps_the_blend_otherwise(causal_checkpoint):
+    X, t, y = study(n=399, seed=8)
+    y = y + 3.0 * X[:, 2] * t
+    w = make(causal_checkpoint).fit(X, t, y).effect_weights_
+    got = tuple(w[c] for c in ("intercept", "tau", "mu1", "mu0", "stacked"))
+    assert got == (0.0, 0.5, 0.5, 0.5, False)
+
+
+def test_stack_effect_weights_recovers_a_shrunk_effect_and_keeps_an_exact_blend():
+    from pfnkit.estimators.causal import stack_effect_weights
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    e = rng.uniform(0.2, 0.8, n)
+    t = (rng.random(n) < e).astype(float)
+    tau = rng.standard_normal(n)
+    mu0 = rng.standard_normal(n)
+    z = mu0 + t * (0.5 + tau) + 0.3 * rng.standard_normal(n)
+    # both answers shrunk to a third (the tau answer also noisy): the stack scales the
+    # cleaner one back up, with no intercept
+    shrunk = (0.5 + tau) / 3
+    noisy = shrunk + 0.3 * rng.standard_normal(n)
+    c, a, b1, b0, form = stack_effect_weights(z, t, e, mu0, mu0 + shrunk, noisy, 0) or (1,) * 5
+    assert abs(c) < 0.1 and a < 0.1 and b1 == pytest.approx(3.0, abs=0.15)
+    assert form == "pooled" or b0 == pytest.approx(3.0, abs=0.15)
+    # the arms shrunk differently (treated to a half, control to a fifth): only the
+    # "arms" form, which scales each arm's answer on its own, undoes both
+    m0, m1 = mu0 / 5, (mu0 + 0.5 + tau) / 2
+    c, a, b1, b0, form = stack_effect_weights(z, t, e, m0, m1, noisy, 0) or (1,) * 5
+    assert form == "arms"
+    assert b1 == pytest.approx(2.0, abs=0.2) and b0 == pytest.approx(5.0, abs=0.5)
+    # both answers exact: the fixed blend is already right and is kept
+    assert stack_effect_weights(z, t, e, mu0, mu0 + 0.5 + tau, 0.5 + tau, 0) is None
 
 
 # ---------------------------------------------------------------- the doubly robust ATE
@@ -489,11 +570,12 @@ def test_dr_ate_is_the_mean_of_cross_fitted_aipw_scores(causal_checkpoint):
     from scipy.stats import norm
 
     X, t, y = study(n=150, seed=11)
-    est = make(causal_checkpoint, ate_from="dr").fit(X, t, y)
-    mu0, mu1 = est._cross_fit_outcomes()
+    est = make(causal_checkpoint, ate_from="dr", effect_from="both").fit(X, t, y)
+    mu0, mu1, _ = est._cross_fit()
     z = (y - est.y_mean_) / est.y_std_
     x, _, _ = est._fit_data
     e = np.clip(est._dr_propensity(x, t), 0.01, 0.99)
+    np.testing.assert_array_equal(e, np.clip(est._dr_e(), 0.01, 0.99))
     assert not np.allclose(e, est.propensity_)  # trees (both arms have 50+ rows)
     psi = mu1 - mu0 + t * (z - mu1) / e - (1 - t) * (z - mu0) / (1 - e)
     assert est.ate() == pytest.approx(psi.mean() * est.y_std_, rel=1e-6)
@@ -507,6 +589,29 @@ def test_dr_ate_is_the_mean_of_cross_fitted_aipw_scores(causal_checkpoint):
     assert est._dr_scores() is est._dr_scores()
     X2, t2, y2 = study(n=150, seed=12, effect=-5.0)
     assert est.fit(X2, t2, y2).ate() < 0 < make(causal_checkpoint).fit(X, t, y).ate()
+
+
+def test_stacked_dr_ate_takes_the_more_efficient_of_two_outcome_models(causal_checkpoint):
+    """With a stacked effect f, the DR scores of the network's outcomes and of the outcome
+    model m -+ e f are both formed; the ATE is the mean of the set with less variance."""
+    X, t, y = study(n=400, seed=7, effect=2.0)
+    y = y + 3.0 * X[:, 2] * t
+    est = make(causal_checkpoint).fit(X, t, y)
+    w = est.effect_weights_
+    assert w["stacked"]
+    mu0, mu1, tau = est._cross_fit()
+    z = (y - est.y_mean_) / est.y_std_
+    e = np.clip(est._dr_e(), 0.01, 0.99)
+    f = w["intercept"] / est.y_std_ + w["tau"] * tau + w["mu1"] * mu1 - w["mu0"] * mu0
+    m = e * mu1 + (1 - e) * mu0
+
+    def scores(m0, m1):
+        return m1 - m0 + t * (z - m1) / e - (1 - t) * (z - m0) / (1 - e)
+
+    a, b = scores(mu0, mu1), scores(m - e * f, m + (1 - e) * f)
+    assert not np.isclose(a.mean(), b.mean())
+    want = (a if a.var() <= b.var() else b).mean() * est.y_std_
+    assert est.ate() == pytest.approx(want, rel=1e-6)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
