@@ -384,7 +384,8 @@ class PFNTreatmentEffect(BaseEstimator):
             rows or with an arm of one row); ``effect_weights_`` says which. The
             network's answers are shrunk towards the prior's typical effects; stacking
             undoes this where the study's data show it (see the README's benchmark).
-            Costs 5 more context encodings at fit.
+            Costs 5 more context encodings at fit. With ``context="knn"`` the weights
+            (fitted on the shared contexts' answers) are applied to the kNN answers.
             ``effect_interval`` is tau(x)'s posterior interval moved to the estimate.
         ate_from: how ``ate`` and ``ate_interval`` are formed. "dr" (the default): the
             augmented inverse-propensity (AIPW) estimate with the network as the outcome
