@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -28,8 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _large_data_sets as sets  # noqa: E402
-from context_length import add_table_options, real_classification_tables, score  # noqa: E402
+from context_length import (  # noqa: E402
+    add_table_options,
+    fit_and_score,
+    held_out_splits,
+    real_classification_tables,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,7 +43,6 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     import torch
-    from sklearn.model_selection import train_test_split
 
     from pfnkit import PFNClassifier
 
@@ -54,22 +56,14 @@ def main(argv: list[str] | None = None) -> None:
     print("| table | rows | " + " | ".join(f"{n} AUC / log loss / s" for n in names) + " |")
     print("|:---|---:|" + "---:|" * len(names))
     results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
-    for table, data in tables.items():
-        X, y = sets.load(data)
-        n_test = min(args.test_rows, len(y) // 2)
-        X_rest, X_test, y_rest, y_test = train_test_split(
-            X, y, test_size=n_test, stratify=y, random_state=0
-        )
+    for table, X_rest, X_test, y_rest, y_test in held_out_splits(tables, args.test_rows):
         for n in sizes:
             if n > len(y_rest):
                 continue
             cells = []
             for name, checkpoint in zip(names, args.checkpoints, strict=True):
-                t0 = time.perf_counter()
                 est = PFNClassifier(checkpoint=checkpoint, random_state=0)
-                proba = est.fit(X_rest.iloc[:n], y_rest[:n]).predict_proba(X_test)
-                seconds = time.perf_counter() - t0
-                auc, ll = score(y_test, proba, est.classes_)
+                auc, ll, seconds = fit_and_score(est, X_rest.iloc[:n], y_rest[:n], X_test, y_test)
                 results.setdefault((name, n), []).append((auc, ll, seconds))
                 cells.append(f"{auc:.4f} / {ll:.3f} / {seconds:.1f}")
             print(f"| {table} | {n} | " + " | ".join(cells) + " |", flush=True)

@@ -31,7 +31,9 @@ import argparse
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +87,25 @@ def real_classification_tables(root: Path, datasets: str | None) -> dict[str, se
     }
 
 
+def held_out_splits(tables: dict[str, sets.DataSet], test_rows: int) -> Iterator[tuple]:
+    """Per table: (name, X_rest, X_test, y_rest, y_test), a stratified test set of
+    ``test_rows`` (at most half the table); training sets are prefixes of X_rest."""
+    from sklearn.model_selection import train_test_split
+
+    for name, data in tables.items():
+        X, y = sets.load(data)
+        n_test = min(test_rows, len(y) // 2)
+        yield name, *train_test_split(X, y, test_size=n_test, stratify=y, random_state=0)
+
+
+def fit_and_score(est: Any, X_train: Any, y_train: Any, X_test: Any, y_test: Any) -> tuple:
+    """(ROC AUC, log loss, fit + predict seconds) of a classifier."""
+    t0 = time.perf_counter()
+    proba = est.fit(X_train, y_train).predict_proba(X_test)
+    seconds = time.perf_counter() - t0
+    return (*score(y_test, proba, est.classes_), seconds)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default="default", help="classification checkpoint")
@@ -94,7 +115,6 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     import torch
-    from sklearn.model_selection import train_test_split
 
     from pfnkit import PFNClassifier
     from pfnkit.estimators._base import load_model
@@ -113,28 +133,20 @@ def main(argv: list[str] | None = None) -> None:
     print("| table | rows | " + " | ".join(f"{m} AUC / log loss" for m in methods) + " |")
     print("|:---|---:|" + "---:|" * len(methods))
     results: dict[tuple[str, float], list[tuple[float, float, float]]] = {}
-    for name, data in tables.items():
-        X, y = sets.load(data)
-        n_test = min(args.test_rows, len(y) // 2)
-        X_rest, X_test, y_rest, y_test = train_test_split(
-            X, y, test_size=n_test, stratify=y, random_state=0
-        )
+    for name, X_rest, X_test, y_rest, y_test in held_out_splits(tables, args.test_rows):
         for ratio in ratios:
             n = int(round(ratio * limit))
             if n > len(y_rest):
                 continue
             cells = []
             for method in methods:
-                t0 = time.perf_counter()
                 est = PFNClassifier(
                     checkpoint=args.checkpoint,
                     n_estimators=8,
                     random_state=0,
                     context=strategy(method, n),
-                ).fit(X_rest.iloc[:n], y_rest[:n])
-                proba = est.predict_proba(X_test)
-                seconds = time.perf_counter() - t0
-                auc, ll = score(y_test, proba, est.classes_)
+                )
+                auc, ll, seconds = fit_and_score(est, X_rest.iloc[:n], y_rest[:n], X_test, y_test)
                 results.setdefault((method, ratio), []).append((auc, ll, seconds))
                 cells.append(f"{auc:.4f} / {ll:.3f}")
             print(f"| {name} | {n} | " + " | ".join(cells) + " |", flush=True)

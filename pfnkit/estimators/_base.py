@@ -237,7 +237,7 @@ class PFNEstimatorBase(BaseEstimator):
                 UserWarning,
                 stacklevel=4,
             )
-        kept = strategy.max_rows or limit if isinstance(strategy, SubsampleContext) else n
+        kept = (strategy.max_rows or limit) if isinstance(strategy, SubsampleContext) else n
         if kept < n:
             warnings.warn(
                 f"X has {n} training rows but the checkpoint was trained on contexts of up to "

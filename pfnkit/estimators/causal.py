@@ -737,23 +737,31 @@ class PFNTreatmentEffect(BaseEstimator):
         views, x = self._views(X)
         ctx = self._cate_context()
         dist = self._bars()
-        logp = self._mixture(ctx.logits(views, "tau"))
-        tau_mean = dist.mean(logp).double().numpy()
         w = self.effect_weights_
-        estimate = w["intercept"] / self.y_std_ + w["tau"] * tau_mean
-        if w["mu1"] != 0.0 or w["mu0"] != 0.0:
-            mu = [
-                dist.mean(self._mixture(ctx.logits(views, q))).double().numpy()
-                for q in ("mu0", "mu1")
-            ]
-            estimate = estimate + w["mu1"] * mu[1] - w["mu0"] * mu[0]
+        # only the queries the estimate (and, for an alpha, tau's interval) needs
+        logp = {
+            q: self._mixture(ctx.logits(views, q))
+            for q, weight in (("tau", w["tau"]), ("mu0", w["mu0"]), ("mu1", w["mu1"]))
+            if weight != 0.0 or (q == "tau" and alpha is not None)
+        }
+        mean = {q: dist.mean(lp).double().numpy() for q, lp in logp.items()}
+        zero = np.zeros(views.shape[1])
+        estimate = self._weighted_effect(
+            mean.get("tau", zero), mean.get("mu0", zero), mean.get("mu1", zero)
+        )
         if alpha is None:
             return estimate, None
-        lo, mid, hi = self._quantiles(logp, alpha)
+        tau_mean = mean["tau"]
+        lo, mid, hi = self._quantiles(logp["tau"], alpha)
         wide = widening(self.propensity_model_.predict(x), float(self.overlap_threshold))
         shift = estimate - tau_mean
         lo, hi = mid - wide * (mid - lo), mid + wide * (hi - mid)
         return estimate, (lo + shift, mid + shift, hi + shift)
+
+    def _weighted_effect(self, tau: np.ndarray, mu0: np.ndarray, mu1: np.ndarray) -> np.ndarray:
+        """c + a tau + b1 mu1 - b0 mu0 with ``effect_weights_``, all standardised."""
+        w = self.effect_weights_
+        return w["intercept"] / self.y_std_ + w["tau"] * tau + w["mu1"] * mu1 - w["mu0"] * mu0
 
     def effect(self, X: Any) -> np.ndarray:
         """Conditional average treatment effect tau(x) (posterior mean) per row, (n,); see
@@ -848,10 +856,9 @@ class PFNTreatmentEffect(BaseEstimator):
             return m1 - m0 + t * (z - m1) / e - (1 - t) * (z - m0) / (1 - e)
 
         psi = scores(mu0, mu1)
-        w = self.effect_weights_
-        if w["stacked"]:
+        if self.effect_weights_["stacked"]:
             # the outcome model of the stacked effect f: the same m(x), arms m -+ e f
-            f = w["intercept"] / self.y_std_ + w["tau"] * tau + w["mu1"] * mu1 - w["mu0"] * mu0
+            f = self._weighted_effect(tau, mu0, mu1)
             m = e * mu1 + (1 - e) * mu0
             alt = scores(m - e * f, m + (1 - e) * f)
             if alt.var() < psi.var():
@@ -947,7 +954,9 @@ def stack_effect_weights(
         "arms": np.stack([one, -one, tau, mu1, -mu0], axis=1),
     }
     splits = list(KFold(folds, shuffle=True, random_state=seed % 2**31).split(r_y))
-    best, best_loss = None, float(np.mean((r_y - r_t * 0.5 * (tau + mu1 - mu0)) ** 2))
+    c, a, b1, b0 = EFFECT_WEIGHTS["both"]
+    blend = c + a * tau + b1 * mu1 - b0 * mu0
+    best, best_loss = None, float(np.mean((r_y - r_t * blend) ** 2))
     for form, cols in forms.items():
         design = r_t[:, None] * cols
         loss = np.empty_like(r_y)
