@@ -489,7 +489,7 @@ def test_stacked_effect_is_its_weighted_combination_of_the_two_answers(causal_ch
     and contexts as the other modes (a fixed random_state), and the interval is tau's
     posterior moved to it."""
     X, t, y = study(n=400, seed=7, effect=2.0)
-    y = y + 3.0 * X[:, 2] * t  # a heterogeneous effect: 2 + 3 x2
+    y = y + 6.0 * X[:, 2] * t  # a strongly heterogeneous effect: 2 + 6 x2
     est = make(causal_checkpoint).fit(X, t, y)
     assert est.effect_from == "stacked"
     ref = make(causal_checkpoint, effect_from="tau").fit(X, t, y)
@@ -516,7 +516,7 @@ def test_stacking_lowers_the_pehe_of_a_shrunk_network(causal_checkpoint, seed):
     """The tiny network shrinks a strong heterogeneous effect towards its prior's typical
     size; the R-loss stacking, fitted on the study, undoes much of that."""
     X, t, y = study(n=400, seed=30 + seed, effect=1.0)
-    tau = 1.0 + 4.0 * X[:, 1]
+    tau = 1.0 + 6.0 * X[:, 1]
     y = y + (tau - 1.0) * t
     pehe = {}
     for k in ("stacked", "both"):
@@ -527,7 +527,7 @@ def test_stacking_lowers_the_pehe_of_a_shrunk_network(causal_checkpoint, seed):
 
 def test_stacking_needs_enough_rows_and_keeps_the_blend_otherwise(causal_checkpoint):
     X, t, y = study(n=399, seed=8)
-    y = y + 3.0 * X[:, 2] * t
+    y = y + 6.0 * X[:, 2] * t
     w = make(causal_checkpoint).fit(X, t, y).effect_weights_
     got = tuple(w[c] for c in ("intercept", "tau", "mu1", "mu0", "stacked"))
     assert got == (0.0, 0.5, 0.5, 0.5, False)
@@ -595,7 +595,7 @@ def test_stacked_dr_ate_takes_the_more_efficient_of_two_outcome_models(causal_ch
     """With a stacked effect f, the DR scores of the network's outcomes and of the outcome
     model m -+ e f are both formed; the ATE is the mean of the set with less variance."""
     X, t, y = study(n=400, seed=7, effect=2.0)
-    y = y + 3.0 * X[:, 2] * t
+    y = y + 6.0 * X[:, 2] * t
     est = make(causal_checkpoint).fit(X, t, y)
     w = est.effect_weights_
     assert w["stacked"]
