@@ -4,13 +4,15 @@
 # Every stage has its own timeout and log; a failing stage never stops the next one.
 #
 #   PYTHONPATH=. bash benchmarks/gpu.sh --out OUT [--recipe PATH] [--minutes M] [--deadline D]
-#       [--workers W] [--work DIR] [--skip-tests] [--skip-bench] [--tiny]
+#       [--workers W] [--work DIR] [--init-from CKPT] [--skip-tests] [--skip-bench] [--tiny]
 #
 # --minutes M   training time (default 8); the schedule is fitted to it (--fit-steps)
 # --deadline D  minutes for the whole script (default 11.5); later stages shrink to fit
 # --workers W   data worker processes (default: CPU cores - 2, at least 1)
 # --work DIR    where the run directory (checkpoint.pt with optimizer state) goes
 #               (default: a new temporary directory); never inside --out
+# --init-from C warm-start from checkpoint C (train-prior --init-from: its network shape, a
+#               fresh optimizer); the held-out loss is then measured for C too, same batches
 # --tiny        the same path on the CPU in seconds (d_model 32, 2 layers, rows 64, fp32)
 #
 # OUT receives at most 7 files (the copy-back limits: <= 8 files, each <= 16 MiB, plain
@@ -21,7 +23,7 @@ set -u
 die() { echo "gpu.sh: $*" >&2; exit 2; }
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT="" RECIPE="priors/tabular-clf-gpu-small.toml" MINUTES=8 DEADLINE=11.5 WORKERS="" WORK=""
-SKIP_TESTS=0 SKIP_BENCH=0 TINY=0
+SKIP_TESTS=0 SKIP_BENCH=0 TINY=0 INIT=""
 is_num() { [[ "$1" =~ ^[0-9]+([.][0-9]+)?$ ]] && awk -v x="$1" 'BEGIN{exit !(x > 0)}'; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,11 +36,13 @@ while [ $# -gt 0 ]; do
     --workers) [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || die "--workers must be an int >= 0. Got '${2:-}'."
       WORKERS=$2; shift 2 ;;
     --work) [ $# -ge 2 ] || die "--work needs a directory"; WORK=$2; shift 2 ;;
+    --init-from) [ $# -ge 2 ] && [ -e "$2" ] || die "--init-from needs an existing checkpoint. Got '${2:-}'."
+      INIT=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
     --skip-tests) SKIP_TESTS=1; shift ;;
     --skip-bench) SKIP_BENCH=1; shift ;;
     --tiny) TINY=1; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-    *) die "unknown option '$1'; allowed: --out --recipe --minutes --deadline --workers --work --skip-tests --skip-bench --tiny" ;;
+    *) die "unknown option '$1'; allowed: --out --recipe --minutes --deadline --workers --work --init-from --skip-tests --skip-bench --tiny" ;;
   esac
 done
 [ -n "$OUT" ] || die "--out DIR is required (the folder that receives the results)."
@@ -79,8 +83,10 @@ run() {
 
 if [ $TINY = 1 ]; then
   DEVICE=cpu MINUTES=${TINY_MINUTES:-0.05} WORKERS=1
-  TRAIN_EXTRA=(--device cpu --precision fp32 --d-model 32 --n-layers 2 --n-heads 2 --d-ffn 64
-    --rows 64 --batch-size 4 --features 8 --threads 1 --checkpoint-every 20)
+  TRAIN_EXTRA=(--device cpu --precision fp32 --rows 64 --batch-size 4 --threads 1
+    --checkpoint-every 20)
+  # a warm start keeps its checkpoint's shape; from scratch the tiny network is tiny
+  [ -n "$INIT" ] || TRAIN_EXTRA+=(--d-model 32 --n-layers 2 --n-heads 2 --d-ffn 64 --features 8)
   ATT=(--device cpu --rows 256) FFN=(--device cpu --d-model 32 --widths 256 --batches 1 --reps 2 --rounds 1)
   HELDOUT=16
 else
@@ -122,6 +128,7 @@ fi
 
 # 2. training: a time budget with the schedule fitted to it; SIGINT at the timeout saves
 TRAIN_T=$(awk -v m="$MINUTES" 'BEGIN{printf "%d", m * 60 + 90}')
+[ -z "$INIT" ] || TRAIN_EXTRA+=(--init-from "$INIT")
 run "train" "$TRAIN_T" "$OUT/train.log" "$PY" -m pfnkit.cli train-prior "$RECIPE" --out "$WORK/run" \
   --overwrite --quiet --max-minutes "$MINUTES" --fit-steps --data-workers "$WORKERS" "${TRAIN_EXTRA[@]}"
 tail -2 "$OUT/train.log" | sed 's/^/    /' | tee -a "$SUMMARY"
@@ -141,30 +148,38 @@ if [ -f "$WORK/run/checkpoint.pt" ]; then
       say "- $NAME.safetensors is $size bytes, over the 16 MiB copy-back limit: left in $WORK/export"
     fi
   fi
-  run "held-out loss" 90 "$OUT/train.log" "$PY" - "$WORK/run" "$DEVICE" "$HELDOUT" <<'EOF'
+  run "held-out loss" 120 "$OUT/train.log" "$PY" - "$WORK/run" "$DEVICE" "$HELDOUT" "$INIT" <<'EOF'
 import sys, torch
 from pfnkit.priors import build_prior
 from pfnkit.train.checkpoint import load_checkpoint
 from pfnkit.train.config import TrainConfig
 from pfnkit.train.data import sample_indexed
 
-run, device, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+run, device, n, init = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 model = load_checkpoint(run, device=device)
 card = model.card
-tc = TrainConfig.from_dict({**card["train_config"], "batch_size": 8})
 prior = build_prior(card["prior"])
-losses = []
-with torch.inference_mode(), torch.autocast(device, torch.bfloat16, enabled=device == "cuda"):
-    for k in range(0, n, 8):  # a stream no training batch uses (rank 1 << 21)
-        batch = sample_indexed(prior, tc, model.config.n_features, 1 << 21, k).to(device)
-        logits = model(**model.inputs_of(batch))
-        losses.append(float(model.loss_from_logits(logits, batch)))
-held = sum(losses) / len(losses)
-print(f"held-out prior loss (NLL) {held:.4f} on {len(losses) * 8} tables of {tc.rows} rows; "
-      f"step {card['step']}, final training loss {card['metrics']['loss']:.4f}, "
+models = {"trained": model}
+if init:  # the warm start's own network, scored on the same batches
+    models["init (" + init.rsplit("/", 1)[-1] + ")"] = load_checkpoint(init, device=device)
+rows = sorted({m.card["train_config"]["rows"] for m in models.values()})
+for r in rows:
+    tc = TrainConfig.from_dict({**card["train_config"], "batch_size": 8, "rows": r,
+                                "max_context": None})
+    losses = {name: [] for name in models}
+    with torch.inference_mode(), torch.autocast(device, torch.bfloat16, enabled=device == "cuda"):
+        for k in range(0, n, 8):  # a stream no training batch uses (rank 1 << 21)
+            batch = sample_indexed(prior, tc, model.config.n_features, 1 << 21, k).to(device)
+            for name, m in models.items():
+                logits = m(**m.inputs_of(batch))
+                losses[name].append(float(m.loss_from_logits(logits, batch)))
+    for name, vals in losses.items():
+        print(f"held-out prior loss (NLL) {name}: {sum(vals) / len(vals):.4f} on "
+              f"{len(vals) * 8} tables of {r} rows")
+print(f"trained: step {card['step']}, final training loss {card['metrics']['loss']:.4f}, "
       f"{card['metrics']['wall_time'] / 60:.1f} min, {card['metrics']['datasets_seen']:,} tables")
 EOF
-  grep "held-out prior loss" "$OUT/train.log" | tail -1 | sed 's/^/    /' | tee -a "$SUMMARY"
+  grep -E "held-out prior loss|^trained: step" "$OUT/train.log" | sed 's/^/    /' | tee -a "$SUMMARY"
 else
   say "- no checkpoint was written: nothing to export (see train.log)"
 fi

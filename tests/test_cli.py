@@ -521,3 +521,46 @@ def test_on_nonfinite_option(tmp_path):
         invoke("train-prior", "--prior", "gp", "--out", tmp_path / "y", "--on-nonfinite", "maybe")
     )
     assert "'on_nonfinite'" in msg and "'stop', 'skip'. Got 'maybe'" in msg
+
+
+def test_init_from_starts_a_new_run_from_the_weights(gp_run, tmp_path):
+    out = tmp_path / "warm"
+    r = invoke(
+        "train-prior", "--init-from", gp_run, "--out", out, "--steps", 2,
+        "--batch-size", 6, "--rows", 24, "--quiet",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    # the checkpoint's prior and network, the new batch size, a step count of its own
+    assert state["prior"]["name"] == "gp" and state["model_config"]["d_model"] == 32
+    assert state["train_config"]["batch_size"] == 6 and state["step"] == 2
+    assert state["init_from"]["step"] == 3
+    r = invoke("export", out, tmp_path / "warm.safetensors")
+    assert r.exit_code == 0, r.output
+    assert "initialised from: gp (3 steps" in (tmp_path / "warm.md").read_text()
+
+
+def test_init_from_refuses_a_new_shape_or_resume(gp_run, tmp_path):
+    msg = one_error_line(
+        invoke("train-prior", "--init-from", gp_run, "--out", tmp_path / "w", "--d-model", 64)
+    )
+    assert "holds a network with d_model=32" in msg
+    assert "A warm start keeps the network's shape" in msg
+    msg = one_error_line(invoke("train-prior", "--init-from", gp_run, "--resume", gp_run))
+    assert "give one of them" in msg
+    recipe = tmp_path / "clf.toml"
+    recipe.write_text('[prior]\nname = "bnn"\ntask = "classification"\n')
+    msg = one_error_line(
+        invoke("train-prior", recipe, "--init-from", gp_run, "--out", tmp_path / "w2")
+    )
+    assert "holds a regression network" in msg and "classification prior" in msg
+
+
+def test_init_from_on_another_prior_of_the_same_kind(gp_run, tmp_path):
+    r = invoke(
+        "train-prior", "bnn", "--init-from", gp_run, "--out", tmp_path / "w3", "--steps", 2,
+        "--quiet",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    state = torch.load(tmp_path / "w3" / "checkpoint.pt", weights_only=True)
+    assert state["prior"]["name"] == "bnn" and state["init_from"]["prior"] == "gp"

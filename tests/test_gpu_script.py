@@ -53,6 +53,35 @@ def test_gpu_script_tiny_writes_a_copyable_output_folder(tmp_path):
     assert (work / "run" / "checkpoint.pt").is_file()  # the run stays outside --out
 
 
+def test_gpu_script_warm_start_scores_the_start_network_on_the_same_batches(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "TINY_MINUTES": "0.02"}
+    ckpt = ROOT / "pfnkit" / "checkpoints" / "treatment-effect.safetensors"
+    r = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--tiny", "--out", str(out)]
+        + ["--recipe", "priors/treatment-effect-gpu-continue.toml", "--init-from", str(ckpt)]
+        + ["--skip-tests", "--skip-bench", "--work", str(tmp_path / "work")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    summary = (out / "summary.md").read_text()
+    assert "train: exit 0" in summary, summary
+    # the trained network and the one it began from, at the run's rows and the start's
+    for rows in (64, 512):
+        assert "trained: " in summary
+        assert re.search(rf"NLL\) trained: [0-9.]+ on 16 tables of {rows} rows", summary)
+        assert re.search(
+            rf"NLL\) init \(treatment-effect.safetensors\): [0-9.]+ on 16 tables of {rows} rows",
+            summary,
+        )
+    card = (out / "treatment-effect-gpu-continue.md").read_text()
+    assert "initialised from: treatment-effect.safetensors (" in card
+
+
 def test_gpu_script_refuses_bad_options(tmp_path):
     r = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--out", str(tmp_path), "--minutes", "x"],

@@ -251,3 +251,50 @@ def dataclasses_replace(obj, **kw):
     import dataclasses
 
     return dataclasses.replace(obj, **kw)
+
+
+def test_warm_start_begins_from_the_checkpoint_weights(
+    tmp_path, tiny_model_kwargs, tiny_train_kwargs
+):
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=3)
+    source = Trainer(GPPrior(), m, t, tmp_path / "src")
+    source.run()
+    bigger = TrainConfig(**{**tiny_train_kwargs, "steps": 2, "batch_size": 6})
+    warm = Trainer(GPPrior(), m, bigger, tmp_path / "warm", init_from=tmp_path / "src")
+    # before its first step the network is the source's, borders included (regression)
+    for k, v in source.model.state_dict().items():
+        assert torch.equal(v, warm.model.state_dict()[k]), k
+    assert warm.step == 0 and warm.init_from["step"] == 3
+    warm.run()
+    state = read_checkpoint(tmp_path / "warm")
+    assert state["step"] == 2 and state["metrics"]["datasets_seen"] == 12  # its own count
+    assert state["init_from"] == {
+        "checkpoint": "src",
+        "step": 3,
+        "datasets_seen": 3 * t.batch_size,
+        "prior": "gp",
+        "init_from": None,
+    }
+    moved = [
+        k
+        for k, v in source.model.state_dict().items()
+        if not torch.equal(v, warm.model.state_dict()[k])
+    ]
+    assert moved  # it trained
+    # resuming a warm-started run keeps where it came from
+    more = Trainer.resume(tmp_path / "warm", steps=3)
+    more.run()
+    assert read_checkpoint(tmp_path / "warm")["init_from"]["checkpoint"] == "src"
+
+
+def test_warm_start_refuses_another_shape_or_prior(tmp_path, tiny_model_kwargs, tiny_train_kwargs):
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=1)
+    Trainer(GPPrior(), m, t, tmp_path / "src").run()
+    other = PFNConfig(**{**tiny_model_kwargs, "d_model": 2 * tiny_model_kwargs["d_model"]})
+    with pytest.raises(InvalidConfigError, match="holds a network with d_model="):
+        Trainer(GPPrior(), other, t, init_from=tmp_path / "src")
+    prior = BNNPrior(task="classification", max_classes=4)
+    with pytest.raises(InvalidConfigError, match="holds a network with task='regression'"):
+        Trainer(prior, m, t, init_from=tmp_path / "src")
+    with pytest.raises(CheckpointError, match="No checkpoint"):
+        Trainer(GPPrior(), m, t, init_from=tmp_path / "missing")

@@ -39,6 +39,14 @@ def train_prior(
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this directory (or its checkpoint.pt).")
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start a new run from this checkpoint's weights (a .safetensors, a .pt or a "
+            "run directory): its network shape, the given prior (default: its own), a fresh "
+            "optimizer and schedule."
+        ),
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps in all.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Datasets per step.")] = None,
     rows: Annotated[int | None, typer.Option(help="Rows per dataset.")] = None,
@@ -140,7 +148,29 @@ def train_prior(
             on_nonfinite=on_nonfinite,
             data_workers=data_workers,
         )
-        if resume is not None:
+        if resume is not None and init_from is not None:
+            raise InvalidConfigError(
+                "--resume continues a run and --init-from starts a new one from a "
+                "checkpoint's weights; give one of them."
+            )
+        if init_from is not None:
+            from pfnkit.train.checkpoint import read_checkpoint
+            from pfnkit.train.recipe import make_warm_run
+
+            source = prior_or_recipe or prior
+            recipe = None
+            if source is not None:
+                is_file = source.endswith(".toml") or Path(source).is_file()
+                recipe = load_recipe(source) if is_file else {"prior": {"name": source}}
+            p, model_cfg, train_cfg = make_warm_run(
+                read_checkpoint(init_from), recipe, model=model_o, train=train_o, path=init_from
+            )
+            if out_dir is None:
+                out_dir = Path("runs") / (Path(source).stem if source else init_from.stem)
+            trainer = Trainer(
+                p, model_cfg, train_cfg, out_dir, overwrite=overwrite, init_from=init_from
+            )
+        elif resume is not None:
             if prior_or_recipe is not None or prior is not None:
                 raise InvalidConfigError(
                     "--resume continues a run with its own prior; drop the prior/recipe argument."

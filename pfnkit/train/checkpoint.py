@@ -145,7 +145,15 @@ def _corrupt(p: Path, e: BaseException) -> CheckpointError:
 
 
 # optional fields and the type they must have when present
-_MAPPINGS = ("model_config", "state_dict", "prior", "train_config", "metrics", "calibration")
+_MAPPINGS = (
+    "model_config",
+    "state_dict",
+    "prior",
+    "train_config",
+    "metrics",
+    "calibration",
+    "init_from",
+)
 
 
 def _check(data: Any, p: Path) -> dict[str, Any]:
@@ -275,6 +283,7 @@ def card_of(data: dict[str, Any]) -> dict[str, Any]:
         "metrics",
         "world_size",
         "calibration",  # set after training by `pfnkit calibrate` (held-out prior data)
+        "init_from",  # the checkpoint a warm-started run began from (`--init-from`)
     )
     return {k: data[k] for k in keys if k in data}
 
@@ -299,6 +308,7 @@ def card_markdown(data: dict[str, Any], *, title: str, extra: str = "") -> str:
         f"- datasets seen: {metrics.get('datasets_seen', 0):,}",
         f"- training wall time: {metrics.get('wall_time', 0.0) / 60:.1f} min",
         f"- final training loss: {metrics.get('loss', float('nan')):.4f}",
+        *_init_lines(card.get("init_from")),
         f"- exported on: {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"torch {torch.__version__}",
         "",
@@ -311,6 +321,18 @@ def card_markdown(data: dict[str, Any], *, title: str, extra: str = "") -> str:
     if extra:
         lines += ["", extra.strip()]
     return "\n".join(lines) + "\n"
+
+
+def _init_lines(init: Any) -> list[str]:
+    """Card lines for a warm start (and the warm starts before it)."""
+    lines = []
+    while isinstance(init, dict):
+        lines.append(
+            f"- initialised from: {init.get('checkpoint')} ({init.get('step')} steps, "
+            f"{init.get('datasets_seen', 0):,} datasets of prior {init.get('prior')!r})"
+        )
+        init = init.get("init_from")
+    return lines
 
 
 def bundled_checkpoint_path(filename: str, what: str) -> Path:

@@ -99,6 +99,22 @@ def model_config_for(prior: Any, config: PFNConfig) -> PFNConfig:
     return config
 
 
+def _check_init_config(path: Any, state: dict[str, Any], config: PFNConfig) -> PFNConfig:
+    """The checkpoint's model config, after checking that ``config`` (the run's, filled in
+    for its prior) asks for the same network: a warm start cannot change its shape."""
+    saved = PFNConfig.from_dict(state["model_config"])
+    for field in dataclasses.fields(PFNConfig):
+        mine, theirs = getattr(config, field.name), getattr(saved, field.name)
+        if mine != theirs:
+            raise InvalidConfigError(
+                f"init_from '{path}' holds a network with {field.name}={theirs!r}, but this "
+                f"run asks for {field.name}={mine!r} (from its model config or what its prior "
+                "needs). A warm start keeps the network's shape: use the checkpoint's model "
+                "config and a prior of the same kind, or train from scratch."
+            )
+    return saved
+
+
 def _source_to_dict(source: Any) -> dict[str, Any]:
     to_dict = getattr(source, "to_dict", None)
     if callable(to_dict):  # a real table describes itself (never its rows)
@@ -131,6 +147,7 @@ class Trainer:
         *,
         parameters: Any = None,
         overwrite: bool = False,
+        init_from: str | Path | None = None,
         _state: dict[str, Any] | None = None,
     ) -> None:
         self.prior = prior
@@ -156,6 +173,17 @@ class Trainer:
         self.bf16 = use_bf16(train_config.precision, self.device)
 
         torch.manual_seed(train_config.seed)
+        init_state = None
+        if init_from is not None:
+            if _state is not None or isinstance(model_config, nn.Module):
+                raise InvalidConfigError(
+                    "init_from starts a new run from a checkpoint's weights; it cannot be "
+                    "combined with resuming or with a built model. Drop one of them."
+                )
+            init_state = read_checkpoint(init_from)
+            model_config = _check_init_config(
+                init_from, init_state, model_config_for(prior, model_config)
+            )
         if isinstance(model_config, nn.Module):
             self.model: Any = model_config.to(self.device)
             config = getattr(model_config, "config", None)
@@ -169,9 +197,10 @@ class Trainer:
             self.model_config = model_config_for(prior, model_config)
             borders = None
             if self.model_config.task == "regression":
+                source = _state if _state is not None else init_state
                 borders = (
-                    _state["state_dict"]["bar_distribution.borders"]
-                    if _state is not None
+                    source["state_dict"]["bar_distribution.borders"]
+                    if source is not None
                     else self._prior_borders()
                 )
             self.model = build_model(self.model_config, borders).to(self.device)
@@ -197,6 +226,25 @@ class Trainer:
         self._stop = False
         self._feeder: BatchFeeder | None = None
         self._data_seconds = 0.0  # time spent getting batches (sampling or waiting for workers)
+        # where the weights came from when the run began from another checkpoint (the card
+        # says so; the run's own step and datasets_seen count from 0)
+        self.init_from: dict[str, Any] | None = None
+        if init_state is not None:
+            try:
+                self.model.load_state_dict(init_state["state_dict"])
+            except (RuntimeError, ValueError) as e:
+                raise CheckpointError(
+                    f"init_from '{init_from}': its weights do not match its model config "
+                    f"({str(e).splitlines()[0]}). Use a checkpoint written by pfnkit."
+                ) from None
+            metrics = init_state.get("metrics", {})
+            self.init_from = {
+                "checkpoint": Path(str(init_from)).name,
+                "step": int(init_state["step"]),
+                "datasets_seen": int(metrics.get("datasets_seen", 0)),
+                "prior": init_state.get("prior", {}).get("name"),
+                "init_from": init_state.get("init_from"),  # a chain of warm starts
+            }
         if _state is not None:
             self.model.load_state_dict(_state["state_dict"])
             self.optimizer.load_state_dict(_state["optimizer"])
@@ -205,6 +253,7 @@ class Trainer:
             self.last_loss = float(_state.get("metrics", {}).get("loss", math.nan))
             self.skipped_steps = int(_state.get("metrics", {}).get("skipped_steps", 0))
             self.saved_step = self.step
+            self.init_from = _state.get("init_from")
         self._ddp: nn.Module = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -450,6 +499,8 @@ class Trainer:
             },
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
         }
+        if self.init_from is not None:
+            payload["init_from"] = self.init_from
         if with_optimizer:
             payload["optimizer"] = self.optimizer.state_dict()
         return payload

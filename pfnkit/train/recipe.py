@@ -68,3 +68,42 @@ def make_run(
         model_d["n_classes"] = int(getattr(prior, "max_classes", 10))
     train_d = {**parse_fields(TrainConfig, recipe.get("train", {}), "train"), **(train or {})}
     return prior, PFNConfig.from_dict(model_d), TrainConfig.from_dict(train_d)
+
+
+def make_warm_run(
+    state: dict[str, Any],
+    recipe: dict[str, Any] | None,
+    *,
+    model: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    path: Any = "",
+) -> tuple[Any, PFNConfig, TrainConfig]:
+    """(prior, model config, train config) for a run warm-started from a checkpoint dict.
+
+    The network's shape is the checkpoint's: a recipe's ``[model]`` keys and ``model``
+    options must agree with it. The prior is the recipe's, else the checkpoint's own; the
+    training options are the recipe's, else the checkpoint's, with ``train`` on top.
+    """
+    saved = state["model_config"]
+    given = {**parse_fields(PFNConfig, (recipe or {}).get("model", {}), "model"), **(model or {})}
+    for key, value in given.items():
+        if saved.get(key) != value:
+            raise InvalidConfigError(
+                f"--init-from '{path}' holds a network with {key}={saved.get(key)!r}, but the "
+                f"recipe or options ask for {key}={value!r}. A warm start keeps the network's "
+                "shape: drop that model option, or train from scratch without --init-from."
+            )
+    prior = build_prior(recipe["prior"] if recipe is not None else state["prior"])
+    if prior.task != saved.get("task"):
+        raise InvalidConfigError(
+            f"--init-from '{path}' holds a {saved.get('task')} network but the prior "
+            f"{getattr(prior, 'name', '')!r} is a {prior.task} prior; warm-start from a "
+            f"{prior.task} checkpoint."
+        )
+    base = (
+        parse_fields(TrainConfig, recipe.get("train", {}), "train")
+        if recipe is not None
+        else dict(state.get("train_config", {}))
+    )
+    train_d = {**base, **(train or {})}
+    return prior, PFNConfig.from_dict(saved), TrainConfig.from_dict(train_d)
