@@ -172,6 +172,25 @@ def test_tables_past_the_context_limit_are_subsampled_with_both_arms(causal_chec
     assert np.isfinite(rare.ate()) and np.all(np.isfinite(rare.effect(X[:5])))
 
 
+def test_default_context_cap_subsamples_silently_within_the_trained_limit(
+    causal_checkpoint, monkeypatch
+):
+    import pfnkit.estimators.causal as causal
+
+    monkeypatch.setattr(causal, "AUTO_CONTEXT_ROWS", 60)
+    X, t, y = study(n=100)  # within the network's 112 rows: capped at 60, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = make(causal_checkpoint).fit(X, t, y)
+    assert est.context_.n_context_rows == 60 and np.isfinite(est.ate())
+    X, t, y = study(n=200)  # past the trained limit: the warning says so
+    with pytest.warns(UserWarning, match=r"limit of 112 \(the checkpoint.*subset of 60 rows"):
+        assert make(causal_checkpoint).fit(X, t, y).context_.n_context_rows == 60
+    # asking for more than the cap (up to the network's limit) is honoured
+    with pytest.warns(UserWarning, match=r"limit of 100 \(max_context\)"):
+        assert make(causal_checkpoint, max_context=100).fit(X, t, y).context_.n_context_rows == 100
+
+
 def test_poor_overlap_warns_with_the_share_and_widens_intervals(causal_checkpoint):
     X, t, y = study(n=110, confounding=4.0, seed=3)
     with pytest.warns(UserWarning, match=r"Little overlap.*\d+% of rows \(\d+ of 110\)"):
