@@ -538,6 +538,9 @@ def test_init_from_starts_a_new_run_from_the_weights(gp_run, tmp_path):
     r = invoke("export", out, tmp_path / "warm.safetensors")
     assert r.exit_code == 0, r.output
     assert "initialised from: gp (3 steps" in (tmp_path / "warm.md").read_text()
+    r = invoke("info", tmp_path / "warm.safetensors")
+    assert r.exit_code == 0, r.output
+    assert "initialised  from gp (3 steps, 12 datasets of prior 'gp')" in r.output
 
 
 def test_init_from_refuses_a_new_shape_or_resume(gp_run, tmp_path):

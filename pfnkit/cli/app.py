@@ -306,7 +306,7 @@ def info(
 ) -> None:
     """Show a checkpoint's card: prior, model, training, step and metrics."""
     with user_errors():
-        from pfnkit.train.checkpoint import card_of, model_from_data, read_checkpoint
+        from pfnkit.train.checkpoint import card_of, init_chain, model_from_data, read_checkpoint
 
         data = read_checkpoint(path)
         model_from_data(data, path)  # info shows what the loader accepts, and nothing else
@@ -336,6 +336,7 @@ def info(
             f"metrics      loss {_num(met.get('loss'), '.4f')}, "
             f"{_num(met.get('wall_time', 0.0), '.1f', 1 / 60)} min, "
             f"{_num(met.get('datasets_seen', 0), ',')} datasets",
+            *(f"initialised  from {source}" for source in init_chain(card.get("init_from"))),
             f"resumable    {'yes' if 'optimizer' in data else 'no (weights only)'}",
         ]
         out.print("\n".join(lines), highlight=False, soft_wrap=True, markup=False)

@@ -308,7 +308,7 @@ def card_markdown(data: dict[str, Any], *, title: str, extra: str = "") -> str:
         f"- datasets seen: {metrics.get('datasets_seen', 0):,}",
         f"- training wall time: {metrics.get('wall_time', 0.0) / 60:.1f} min",
         f"- final training loss: {metrics.get('loss', float('nan')):.4f}",
-        *_init_lines(card.get("init_from")),
+        *(f"- initialised from: {source}" for source in init_chain(card.get("init_from"))),
         f"- exported on: {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"torch {torch.__version__}",
         "",
@@ -323,13 +323,16 @@ def card_markdown(data: dict[str, Any], *, title: str, extra: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _init_lines(init: Any) -> list[str]:
-    """Card lines for a warm start (and the warm starts before it)."""
+def init_chain(init: Any) -> list[str]:
+    """What a warm-started run began from, newest first: "NAME (S steps, D datasets of
+    prior 'P')" for each ``init_from`` record in the chain (a hand-edited one is skipped)."""
     lines = []
     while isinstance(init, dict):
+        seen = init.get("datasets_seen", 0)
+        seen_s = f"{seen:,}" if isinstance(seen, int) else "?"
         lines.append(
-            f"- initialised from: {init.get('checkpoint')} ({init.get('step')} steps, "
-            f"{init.get('datasets_seen', 0):,} datasets of prior {init.get('prior')!r})"
+            f"{init.get('checkpoint')} ({init.get('step')} steps, {seen_s} datasets of prior "
+            f"{init.get('prior')!r})"
         )
         init = init.get("init_from")
     return lines
