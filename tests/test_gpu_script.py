@@ -132,6 +132,29 @@ def test_fit_steps_sets_the_total_to_the_time_budget():
         trainer.run(fit_steps=True)
 
 
+def test_fit_steps_refits_when_the_speed_changes():
+    """A run whose steps get 5x faster after 30 % of its budget (as when data workers get
+    ahead) still ends its schedule near the end of the budget, not at a third of it."""
+    import time
+
+    trainer = Trainer(SCMPrior(max_classes=3), CFG, _tiny(steps=100000, warmup_steps=None))
+    start = time.perf_counter()
+
+    def step():  # no model work: only the speed matters here
+        trainer.step += 1
+        time.sleep(0.02 if time.perf_counter() - start < 0.9 else 0.004)
+        return 1.0
+
+    trainer.train_step = step
+    budget = 3.0
+    result = trainer.run(max_seconds=budget, fit_steps=True)
+    took = time.perf_counter() - start
+    steps = trainer.train_config.steps
+    # one fit at a fifth (50 steps/s then) would have set ~150 steps, done in ~1 s
+    assert took >= 0.75 * budget, (took, steps)
+    assert steps > 300 and 0.85 * steps <= result["step"] <= steps
+
+
 def test_cli_max_minutes_and_data_workers(tmp_path):
     runner = CliRunner()
     args = ["train-prior", "--prior", "scm", "--out", str(tmp_path / "r"), "--steps", "100000"]

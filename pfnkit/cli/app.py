@@ -90,7 +90,8 @@ def train_prior(
         bool,
         typer.Option(
             help="With --max-minutes: after a fifth of the time, set --steps to what the "
-            "time allows, so that the learning-rate schedule ends on time."
+            "time allows (re-fitted at 2/5, 3/5, 4/5 from the latest speed), so that the "
+            "learning-rate schedule ends on time."
         ),
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
