@@ -222,3 +222,73 @@ def test_bundled_classifier_uses_the_temperature_calibrated_on_its_card():
     found = card_temperature(est.card_)
     assert found is not None and 0.1 <= found <= 1.5
     assert est.softmax_temperature_ == found
+
+
+def _nominal_table(n=120, seed=0):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.RandomState(seed)
+    X = pd.DataFrame(
+        {
+            "a": rng.choice(["x", "y", "z"], n).astype(object),  # 3 categories: one-hot
+            "b": rng.randn(n),  # numeric: as is
+            "bin": rng.choice(["yes", "no"], n),  # 2 categories: one column either way
+            "c": rng.choice(["p", "q", "r", "s"], n),  # 4 categories: one-hot
+            "many": rng.choice([f"v{i}" for i in range(12)], n),  # > 10: stays ordinal
+        }
+    )
+    X.loc[3, "a"] = None
+    y = ((X["a"] == "y") ^ (X["c"] == "q")).astype(int).to_numpy()
+    return X, y
+
+
+@pytest.mark.parametrize("make", [clf, reg])
+def test_onehot_encoding_expands_nominal_columns(ckpts, make):
+    X, y = _nominal_table()
+    model = make(ckpts, categorical_encoding="onehot").fit(X, y)
+    assert model.categorical_encoding_ == "onehot"
+    assert model.onehot_columns_ == [(0, 3), (3, 4)]
+    # kept columns (b, bin, many) then the blocks of a and c; every block column categorical
+    assert model.categorical_mask_.tolist() == [False, True, True] + [True] * 7
+    assert {m.features.n_out for m in model.members_} == {10}
+    rows = model._validate_predict_X(X.iloc[:5])
+    codes = model.encoder_.transform(X.iloc[:5].to_numpy(dtype=object))
+    assert np.array_equal(rows[:, :3], codes[:, [1, 2, 4]], equal_nan=True)
+    a, c = rows[:, 3:6], rows[:, 6:10]
+    assert np.all(np.isnan(a[3])) and not np.isnan(c[3]).any()  # a missing: NaN block
+    ok = [0, 1, 2, 4]
+    assert np.array_equal(a[ok].sum(1), np.ones(4)) and np.array_equal(c.sum(1), np.ones(5))
+    assert np.array_equal(np.argmax(a[ok], 1), codes[ok, 0])
+    out = model.predict(X.iloc[:7])
+    assert out.shape == (7,) and np.all(np.isfinite(out.astype(float)))
+    plain = make(ckpts).fit(X, y)  # the default keeps the codes
+    assert plain.categorical_encoding_ == "ordinal" and plain.onehot_columns_ == []
+    assert {m.features.n_out for m in plain.members_} == {5}
+
+
+def test_onehot_encoding_falls_back_when_too_wide_and_checks_its_value(ckpts):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.RandomState(0)
+    # 8 columns of 10 categories: 80 one-hot columns, more than the tiny PFN's 64
+    X = pd.DataFrame({f"c{i}": rng.choice(list("abcdefghij"), 80) for i in range(8)})
+    y = rng.randint(0, 2, 80)
+    with pytest.warns(UserWarning, match=r"widen X from 8 to 80 columns.*reads \(64\)"):
+        model = clf(ckpts, categorical_encoding="onehot").fit(X, y)
+    assert model.categorical_encoding_ == "ordinal" and model.predict(X).shape == (80,)
+    with pytest.raises(ValueError, match="'categorical_encoding' parameter"):
+        clf(ckpts, categorical_encoding="dummies").fit(X, y)
+
+
+def test_bundled_classifier_learns_category_rules_better_one_hot():
+    """A label that counts one middle category ('o' between 'b' and 'x' in code order):
+    ordinal codes hide it in the middle of a range, one-hot columns show it."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.RandomState(0)
+    X = pd.DataFrame({f"c{i}": rng.choice(["b", "o", "x"], 400) for i in range(6)})
+    y = ((X[["c0", "c1", "c2", "c3"]] == "o").sum(axis=1) >= 2).astype(int).to_numpy()
+    auc = {}
+    for enc in ("ordinal", "onehot"):
+        est = PFNClassifier(categorical_encoding=enc, n_estimators=4, random_state=0)
+        auc[enc] = roc_auc_score(y[200:], est.fit(X[:200], y[:200]).predict_proba(X[200:])[:, 1])
+    assert auc["onehot"] > 0.97 and auc["onehot"] > auc["ordinal"] + 0.03, auc

@@ -49,6 +49,9 @@ DEFAULT_CHECKPOINTS = {
     "regression": "tabular-reg.safetensors",
 }
 KIND = {"classification": "classifier", "regression": "regressor"}
+CATEGORICAL_ENCODINGS = ("ordinal", "onehot")
+# nominal columns with more categories stay ordinal codes under categorical_encoding="onehot"
+ONEHOT_MAX_CATEGORIES = 10
 
 
 def bundled_checkpoint(task: str) -> Path:
@@ -129,6 +132,7 @@ class PFNEstimatorBase(BaseEstimator):
         "context": [StrOptions(set(CONTEXTS)), *STRATEGY_TYPES],
         "fine_tune": ["boolean", FineTune],
         "feature_reduction": [StrOptions(set(FEATURE_REDUCTIONS))],
+        "categorical_encoding": [StrOptions(set(CATEGORICAL_ENCODINGS))],
     }
 
     def __init__(
@@ -144,6 +148,7 @@ class PFNEstimatorBase(BaseEstimator):
         context: Any = "auto",
         fine_tune: Any = False,
         feature_reduction: str = "subset",
+        categorical_encoding: str = "ordinal",
     ) -> None:
         self.checkpoint = checkpoint
         self.n_estimators = n_estimators
@@ -156,6 +161,7 @@ class PFNEstimatorBase(BaseEstimator):
         self.context = context
         self.fine_tune = fine_tune
         self.feature_reduction = feature_reduction
+        self.categorical_encoding = categorical_encoding
 
     # ---------------------------------------------------------------- fit helpers
 
@@ -172,12 +178,66 @@ class PFNEstimatorBase(BaseEstimator):
         self.encoder_ = TableEncoder().fit(X)
         return self.encoder_.transform(X), y
 
+    def _fit_categorical_encoding(self, x: np.ndarray) -> np.ndarray:
+        """Choose how the nominal columns reach the PFN (after ``_load``); returns x so.
+
+        "ordinal" keeps the encoder's codes. "onehot" expands each nominal column (one that
+        held strings, objects or categories) of 3 to ``ONEHOT_MAX_CATEGORIES`` categories
+        into 0/1 columns, missing as NaN in all of them, when the widened table fits the
+        checkpoint's features (else ordinal, with a warning). ``categorical_encoding_``
+        says which was used; ``categorical_mask_`` marks the categorical columns PFN-side.
+        """
+        enc = self.encoder_
+        cats = getattr(enc, "categories_", [None] * x.shape[1])
+        expand = [
+            (j, len(c))
+            for j, c in enumerate(cats)
+            if c is not None and 2 < len(c) <= ONEHOT_MAX_CATEGORIES
+        ]
+        self.onehot_columns_: list[tuple[int, int]] = []
+        self.categorical_encoding_ = "ordinal"
+        if self.categorical_encoding == "onehot" and expand:
+            width = x.shape[1] + sum(k - 1 for _, k in expand)
+            f_model = self.model_.feature_limit
+            if f_model is not None and width > f_model:
+                warnings.warn(
+                    f"categorical_encoding='onehot' would widen X from {x.shape[1]} to {width} "
+                    f"columns, more than the checkpoint reads ({f_model}); its nominal columns "
+                    "stay ordinal codes. Use categorical_encoding='ordinal' to silence this.",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            else:
+                self.onehot_columns_ = expand
+                self.categorical_encoding_ = "onehot"
+        hot = {j for j, _ in self.onehot_columns_}
+        keep = [j for j in range(x.shape[1]) if j not in hot]
+        self.categorical_mask_ = np.concatenate(
+            [enc.categorical_[keep], np.ones(sum(k for _, k in self.onehot_columns_), bool)]
+        )
+        return self._apply_categorical_encoding(x)
+
+    def _apply_categorical_encoding(self, x: np.ndarray) -> np.ndarray:
+        """Encoded rows (n, d) -> the columns the members read: kept columns in order, then
+        one 0/1 block per one-hot column (NaN across the block where the code is missing)."""
+        columns = getattr(self, "onehot_columns_", [])
+        if not columns:
+            return x
+        hot = {j for j, _ in columns}
+        parts = [x[:, [j for j in range(x.shape[1]) if j not in hot]]]
+        for j, k in columns:
+            code = x[:, j]
+            block = (code[:, None] == np.arange(k)[None, :]).astype(x.dtype)
+            block[np.isnan(code)] = np.nan
+            parts.append(block)
+        return np.concatenate(parts, axis=1)
+
     def _validate_predict_X(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "members_")
         X = validate_data(
             self, dates_as_objects(X), dtype=None, ensure_all_finite="allow-nan", reset=False
         )
-        return self.encoder_.transform(X)
+        return self._apply_categorical_encoding(self.encoder_.transform(X))
 
     def _load(self) -> None:
         self.device_ = resolve_device(self.device, type(self).__name__)
@@ -194,6 +254,7 @@ class PFNEstimatorBase(BaseEstimator):
 
     def _fit_ensemble(self, x: np.ndarray, y_model: np.ndarray, n_members: int) -> None:
         """Members, their views, optional fine-tuning, then the context strategy."""
+        x = self._fit_categorical_encoding(x)
         n, d = x.shape
         limit = self._context_limit(n)
         prompts = self.model_.config.tokens == "row"
@@ -253,22 +314,19 @@ class PFNEstimatorBase(BaseEstimator):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Draw the members; return their views (B, n, f) and categorical masks (B, f)."""
         modes = member_modes(self.preprocessing, n_members)
-        self.transforms_ = fit_transforms(modes, self.encoder_.categorical_, x, rng)
+        mask = self.categorical_mask_
+        self.transforms_ = fit_transforms(modes, mask, x, rng)
         pre = {mode: t.transform(x) for mode, t in self.transforms_.items()}
         f_model = self.model_.feature_limit
         if f_model is None:  # every column of every view
             f_model = max(view.shape[1] for view in pre.values())
         self.members_: list[Member] = []
         for mode in modes:
-            fmap = feature_map(
-                pre[mode], self.encoder_.categorical_, f_model, self.feature_reduction, rng
-            )
+            fmap = feature_map(pre[mode], mask, f_model, self.feature_reduction, rng)
             code = self._member_code(rng)
             self.members_.append(Member(mode, fmap, code, int(rng.randint(2**31))))
         views = np.stack([mb.features.apply(pre[mb.mode]) for mb in self.members_])
-        cats = np.stack(
-            [mb.features.categorical(self.encoder_.categorical_) for mb in self.members_]
-        )
+        cats = np.stack([mb.features.categorical(mask) for mb in self.members_])
         return views.astype(np.float32), cats
 
     def _member_code(self, rng: np.random.RandomState) -> np.ndarray | None:

@@ -19,7 +19,8 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
 
     Parameters are those of PFNClassifier (``checkpoint``, ``n_estimators``,
     ``softmax_temperature``, ``device``, ``random_state``, ``ignore_pretraining_limits``,
-    ``max_context``, ``preprocessing``, ``context``, ``fine_tune``, ``feature_reduction``),
+    ``max_context``, ``preprocessing``, ``context``, ``fine_tune``, ``feature_reduction``,
+    ``categorical_encoding``),
     except that ``softmax_temperature`` defaults to
     1.0 (the PFN's posterior predictive as trained). Members differ in preprocessing,
     feature order and context subsample; their predictive distributions are averaged.
@@ -45,6 +46,7 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
         context: Any = "auto",
         fine_tune: Any = False,
         feature_reduction: str = "subset",
+        categorical_encoding: str = "ordinal",
     ) -> None:
         # temperature 1: the PFN's output is a posterior predictive; sharpening it would
         # trade calibration (NLL) for nothing a point prediction needs
@@ -60,6 +62,7 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
             context=context,
             fine_tune=fine_tune,
             feature_reduction=feature_reduction,
+            categorical_encoding=categorical_encoding,
         )
 
     def fit(self, X: Any, y: Any) -> PFNRegressor:
