@@ -21,19 +21,23 @@ from pfnkit.train.checkpoint import load_pfn
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_script_tiny_writes_a_copyable_output_folder(tmp_path):
-    out, work = tmp_path / "out", tmp_path / "work"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+def run_tiny(out, work, *options, timeout=120, **env):
+    """benchmarks/gpu.sh --tiny --out OUT --work WORK OPTIONS..., one thread; it must pass."""
     r = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--tiny", "--out", str(out)]
-        + ["--work", str(work)],
+        + ["--work", str(work), *options],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, **env},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_gpu_script_tiny_writes_a_copyable_output_folder(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    run_tiny(out, work)
     files = [p for p in out.rglob("*") if p.is_file()]
     names = {p.name for p in files}
     assert {"summary.md", "tests.log", "train.log", "bench.md"} <= names
@@ -55,24 +59,17 @@ def test_gpu_script_tiny_writes_a_copyable_output_folder(tmp_path):
 
 def test_gpu_script_warm_start_scores_the_start_network_on_the_same_batches(tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "TINY_MINUTES": "0.02"}
     ckpt = ROOT / "pfnkit" / "checkpoints" / "treatment-effect.safetensors"
-    r = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--tiny", "--out", str(out)]
-        + ["--recipe", "priors/treatment-effect-gpu-continue.toml", "--init-from", str(ckpt)]
-        + ["--skip-tests", "--skip-bench", "--work", str(tmp_path / "work")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert r.returncode == 0, r.stderr
+    recipe = "priors/treatment-effect-gpu-continue.toml"
+    run_tiny(
+        out, tmp_path / "work", "--recipe", recipe, "--init-from", str(ckpt), "--skip-tests",
+        "--skip-bench", timeout=180, TINY_MINUTES="0.02",
+    )  # fmt: skip
     summary = (out / "summary.md").read_text()
     assert "train: exit 0" in summary, summary
+    assert "trained: " in summary
     # the trained network and the one it began from, at the run's rows and the start's
     for rows in (64, 512):
-        assert "trained: " in summary
         assert re.search(rf"NLL\) trained: [0-9.]+ on 16 tables of {rows} rows", summary)
         assert re.search(
             rf"NLL\) init \(treatment-effect.safetensors\): [0-9.]+ on 16 tables of {rows} rows",

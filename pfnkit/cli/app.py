@@ -154,25 +154,25 @@ def train_prior(
                 "--resume continues a run and --init-from starts a new one from a "
                 "checkpoint's weights; give one of them."
             )
+        source = prior_or_recipe or prior
+        recipe, run_name = None, None
+        if source is not None:
+            is_file = source.endswith(".toml") or Path(source).is_file()
+            recipe = load_recipe(source) if is_file else {"prior": {"name": source}}
+            run_name = Path(source).stem if is_file else source
         if init_from is not None:
             from pfnkit.train.checkpoint import read_checkpoint
             from pfnkit.train.recipe import make_warm_run
 
-            source = prior_or_recipe or prior
-            recipe = None
-            if source is not None:
-                is_file = source.endswith(".toml") or Path(source).is_file()
-                recipe = load_recipe(source) if is_file else {"prior": {"name": source}}
             p, model_cfg, train_cfg = make_warm_run(
                 read_checkpoint(init_from), recipe, model=model_o, train=train_o, path=init_from
             )
-            if out_dir is None:
-                out_dir = Path("runs") / (Path(source).stem if source else init_from.stem)
+            out_dir = out_dir or Path("runs") / (run_name or init_from.stem)
             trainer = Trainer(
                 p, model_cfg, train_cfg, out_dir, overwrite=overwrite, init_from=init_from
             )
         elif resume is not None:
-            if prior_or_recipe is not None or prior is not None:
+            if source is not None:
                 raise InvalidConfigError(
                     "--resume continues a run with its own prior; drop the prior/recipe argument."
                 )
@@ -182,17 +182,13 @@ def train_prior(
                 )
             trainer = Trainer.resume(resume, model_overrides=model_o, train_overrides=train_o)
         else:
-            source = prior_or_recipe or prior
-            if source is None:
+            if recipe is None or run_name is None:
                 raise InvalidConfigError(
                     "Give a prior name or recipe file, e.g. `pfnkit train-prior --prior gp` or "
                     "`pfnkit train-prior priors/gp.toml`, or --resume RUN_DIR."
                 )
-            is_file = source.endswith(".toml") or Path(source).is_file()
-            recipe = load_recipe(source) if is_file else {"prior": {"name": source}}
             p, model_cfg, train_cfg = make_run(recipe, model=model_o, train=train_o)
-            if out_dir is None:
-                out_dir = Path("runs") / (Path(source).stem if is_file else source)
+            out_dir = out_dir or Path("runs") / run_name
             trainer = Trainer(p, model_cfg, train_cfg, out_dir, overwrite=overwrite)
         max_seconds = None if max_minutes is None else 60.0 * max_minutes
         _train_with_progress(trainer, quiet, max_seconds=max_seconds, fit_steps=fit_steps)

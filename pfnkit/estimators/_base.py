@@ -188,10 +188,9 @@ class PFNEstimatorBase(BaseEstimator):
         says which was used; ``categorical_mask_`` marks the categorical columns PFN-side.
         """
         enc = self.encoder_
-        cats = getattr(enc, "categories_", [None] * x.shape[1])
         expand = [
             (j, len(c))
-            for j, c in enumerate(cats)
+            for j, c in enumerate(enc.categories_)
             if c is not None and 2 < len(c) <= ONEHOT_MAX_CATEGORIES
         ]
         self.onehot_columns_: list[tuple[int, int]] = []

@@ -604,7 +604,7 @@ class PFNTreatmentEffect(BaseEstimator):
     def _context_limit(self) -> int:
         if self.max_context is not None:
             return int(self.max_context)
-        return min(int(self.card_.context_limit or 1024), AUTO_CONTEXT_ROWS)
+        return min(_trained_limit(self.card_), AUTO_CONTEXT_ROWS)
 
     def _fit_members(
         self, x: np.ndarray, t: np.ndarray, z: np.ndarray, rng: np.random.RandomState
@@ -628,7 +628,7 @@ class PFNTreatmentEffect(BaseEstimator):
                     f"mode={knn.mode!r}; use KNNContext(k=..., mode='exact')."
                 )
             self.context_strategy_ = knn
-        trained = int(self.card_.context_limit or 1024)
+        trained = _trained_limit(self.card_)
         past_limit = self.max_context is not None or n > trained
         if n_ctx < n and past_limit and not isinstance(self.context_strategy_, KNNContext):
             # (with "knn" every row's effect has its own context; only the ATE subsamples)
@@ -987,6 +987,11 @@ def stack_effect_weights(
     return c, a, b1, b0, best
 
 
+def _trained_limit(card: Any) -> int:
+    """The most context rows a checkpoint was trained on (1,024 for a card without it)."""
+    return int(card.context_limit or 1024)
+
+
 def _check_alpha(alpha: Any) -> None:
     if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 < float(alpha) < 1:
         raise ValueError(
@@ -1122,7 +1127,7 @@ def calibrate_intervals(
     model.card = raw
     prior = build_prior(card.prior)
     # beyond the context limit too (subsampled contexts): both regimes are calibrated
-    limit = min(int(card.context_limit or 512), AUTO_CONTEXT_ROWS)  # the estimator's default
+    limit = min(_trained_limit(card), AUTO_CONTEXT_ROWS)  # the estimator's default
     top = int(max_rows if max_rows is not None else 2 * limit)
     low = int(min(min_rows, top))
     gen = torch.Generator().manual_seed(int(seed))

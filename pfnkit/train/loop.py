@@ -116,7 +116,7 @@ def _check_init_config(path: Any, state: dict[str, Any], config: PFNConfig) -> P
         if mine != theirs:
             raise InvalidConfigError(
                 f"init_from '{path}' holds a network with {field.name}={theirs!r}, but this "
-                f"run asks for {field.name}={mine!r} (from its model config or what its prior "
+                f"run asks for {field.name}={mine!r} (from its model options or what its prior "
                 "needs). A warm start keeps the network's shape: use the checkpoint's model "
                 "config and a prior of the same kind, or train from scratch."
             )

@@ -81,18 +81,12 @@ def make_warm_run(
     """(prior, model config, train config) for a run warm-started from a checkpoint dict.
 
     The network's shape is the checkpoint's: a recipe's ``[model]`` keys and ``model``
-    options must agree with it. The prior is the recipe's, else the checkpoint's own; the
-    training options are the recipe's, else the checkpoint's, with ``train`` on top.
+    options are laid over it, and the Trainer (``init_from``) refuses any that differ. The
+    prior is the recipe's, else the checkpoint's own; the training options are the
+    recipe's, else the checkpoint's, with ``train`` on top.
     """
     saved = state["model_config"]
     given = {**parse_fields(PFNConfig, (recipe or {}).get("model", {}), "model"), **(model or {})}
-    for key, value in given.items():
-        if saved.get(key) != value:
-            raise InvalidConfigError(
-                f"--init-from '{path}' holds a network with {key}={saved.get(key)!r}, but the "
-                f"recipe or options ask for {key}={value!r}. A warm start keeps the network's "
-                "shape: drop that model option, or train from scratch without --init-from."
-            )
     prior = build_prior(recipe["prior"] if recipe is not None else state["prior"])
     if prior.task != saved.get("task"):
         raise InvalidConfigError(
@@ -106,4 +100,4 @@ def make_warm_run(
         else dict(state.get("train_config", {}))
     )
     train_d = {**base, **(train or {})}
-    return prior, PFNConfig.from_dict(saved), TrainConfig.from_dict(train_d)
+    return prior, PFNConfig.from_dict({**saved, **given}), TrainConfig.from_dict(train_d)
