@@ -38,6 +38,8 @@ propensity classifiers (and the DR-learner's final model) with ``early_stopping=
 made AIPW's ATE error ~5x and the DR-learner's PEHE ~10x larger). Baselines see X with NaN
 imputed by the column median (only the prior's draws have NaN); the PFN sees X as is:
   * ``pfn``           PFNTreatmentEffect(checkpoint=--checkpoint) at its defaults;
+  * ``pfn-ft``        the same with ``fine_tune=True`` (the outcome surfaces trained on
+                      the study's factual outcomes for up to 60 s: test-time adaptation);
   * ``s-learner``     econml SLearner;
   * ``t-learner``     econml TLearner;
   * ``x-learner``     econml XLearner (HGB propensity);
@@ -96,6 +98,7 @@ FAMILIES = ("ihdp-B", "nw-A", "nw-B", "nw-C", "nw-D", "doubleml-het", "prior")
 NW_MODES = {"nw-A": 1, "nw-B": 2, "nw-C": 3, "nw-D": 4}
 METHODS = (
     "pfn",
+    "pfn-ft",
     "s-learner",
     "t-learner",
     "x-learner",
@@ -251,10 +254,10 @@ def impute(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def run_pfn(s: Study, checkpoint: str) -> Estimate:
+def run_pfn(s: Study, checkpoint: str, fine_tune: bool = False) -> Estimate:
     from pfnkit import PFNTreatmentEffect
 
-    est = PFNTreatmentEffect(checkpoint=checkpoint, random_state=0)
+    est = PFNTreatmentEffect(checkpoint=checkpoint, fine_tune=fine_tune, random_state=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t0 = time.perf_counter()
@@ -380,8 +383,8 @@ def checkpoint_line(checkpoint: str) -> str:
 
 
 def runner(name: str, checkpoint: str) -> Callable[[Study], Estimate]:
-    if name == "pfn":
-        return lambda s: run_pfn(s, checkpoint)
+    if name in ("pfn", "pfn-ft"):
+        return lambda s: run_pfn(s, checkpoint, fine_tune=name == "pfn-ft")
     if name == "aipw":
         return run_aipw
     if name == "naive":
@@ -603,7 +606,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     ckpt = f"checkpoint `{args.checkpoint}` (not used)"
-    if "pfn" in args.methods:
+    if {"pfn", "pfn-ft"} & set(args.methods):
         try:
             ckpt = checkpoint_line(args.checkpoint)
         except Exception as e:

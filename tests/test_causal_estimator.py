@@ -272,6 +272,7 @@ def test_bad_input_after_fit(causal_checkpoint):
         ({"overlap_threshold": 0.5}, "overlap_threshold"),
         ({"context": "prompt"}, "context"),
         ({"preprocessing": "log"}, "preprocessing"),
+        ({"fine_tune": "yes"}, "fine_tune"),
     ],
 )
 def test_bad_parameters_name_themselves(causal_checkpoint, params, name):
@@ -658,3 +659,75 @@ def test_ate_from_network_is_the_ate_query(causal_checkpoint):
     assert getattr(net, "_dr_cache", None) is None  # never computed
     with pytest.raises(ValueError, match="ate_from"):
         make(causal_checkpoint, ate_from="aipw").fit(X, t, y)
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+
+def tune(**kwargs):
+    from pfnkit.tuning import FineTune
+
+    kwargs.setdefault("time_budget", 30.0)
+    return FineTune(**{"lr": 1e-3, "max_steps": 60, "batch_size": 4, "eval_every": 5, **kwargs})
+
+
+def heterogeneous_study(n=400, seed=40):
+    """A study whose effect the tiny network cannot read zero-shot: tau = 1 + 6 x1."""
+    X, t, y = study(n=n, seed=seed, effect=1.0)
+    tau = 1.0 + 6.0 * X[:, 1]
+    return X, t, y + (tau - 1.0) * t, tau
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fine_tune_lowers_the_pehe_and_keeps_the_honest_ate(causal_checkpoint, seed):
+    """Fine-tuning the outcome surfaces on the factual outcomes lowers the CATE error of the
+    network's outcome difference; the ATE and its interval stay the zero-shot network's
+    cross-fitted doubly robust ones (the tuned network has seen the rows' outcomes)."""
+    X, t, y, tau = heterogeneous_study(seed=40 + seed)
+    zero = make(causal_checkpoint, effect_from="outcomes").fit(X, t, y)
+    tuned = make(causal_checkpoint, effect_from="outcomes", fine_tune=tune()).fit(X, t, y)
+    report = tuned.fine_tune_report_
+    assert report["kept"] == "fine-tuned" and report["best_error"] < report["start_error"]
+    assert 0 < report["best_step"] <= report["steps"] <= 60
+    pehe = {
+        name: np.sqrt(np.mean((est.effect(X) - tau) ** 2))
+        for name, est in (("zero", zero), ("tuned", tuned))
+    }
+    assert pehe["tuned"] < 0.8 * pehe["zero"], pehe
+    mu0, mu1 = tuned.predict_outcomes(X)
+    np.testing.assert_allclose(tuned.effect(X), mu1 - mu0, rtol=1e-5, atol=1e-4)
+    assert tuned.ate() == zero.ate() and tuned.ate_interval() == zero.ate_interval()
+    lo, hi = tuned.effect_interval(X)
+    assert np.all(lo <= tuned.effect(X) + 1e-9) and np.all(tuned.effect(X) <= hi + 1e-9)
+
+
+def test_fine_tune_never_changes_the_given_network_and_is_reproducible(causal_checkpoint):
+    from pfnkit.train.checkpoint import load_pfn
+
+    X, t, y, _ = heterogeneous_study(n=200)
+    net, _ = load_pfn(causal_checkpoint, expect="treatment-effect")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    a = make(net, fine_tune=tune(max_steps=10)).fit(X, t, y)
+    assert all(np.array_equal(before[k], v) for k, v in net.state_dict().items())
+    b = make(net, fine_tune=tune(max_steps=10)).fit(X, t, y)
+    np.testing.assert_array_equal(a.effect(X), b.effect(X))
+    assert clone(a).get_params()["fine_tune"] == tune(max_steps=10)
+
+
+def test_fine_tune_that_cannot_help_keeps_the_zero_shot_network(causal_checkpoint):
+    """Too few rows, or a learning rate that only makes things worse: a warning, and
+    every answer is fine_tune=False's."""
+    for n, options in ((60, tune()), (300, tune(lr=50.0, max_steps=10))):
+        X, t, y, _ = heterogeneous_study(n=n)
+        zero = make(causal_checkpoint).fit(X, t, y)
+        with pytest.warns(UserWarning, match="fine_tune kept the zero-shot network"):
+            est = make(causal_checkpoint, fine_tune=options).fit(X, t, y)
+        assert est.fine_tune_report_["kept"] == "zero-shot"
+        np.testing.assert_array_equal(est.effect(X), zero.effect(X))
+        np.testing.assert_array_equal(est.predict_outcomes(X)[1], zero.predict_outcomes(X)[1])
+
+
+def test_fine_tune_with_knn_contexts_is_a_one_line_error(causal_checkpoint):
+    X, t, y = study()
+    with pytest.raises(ValueError, match="'fine_tune' parameter .* not context='knn'"):
+        make(causal_checkpoint, context="knn", fine_tune=True).fit(X, t, y)

@@ -43,9 +43,10 @@ from pfnkit.estimators.members import (
 from pfnkit.estimators.preprocessing import MODES, TableEncoder, dates_as_objects
 from pfnkit.exceptions import CheckpointError
 from pfnkit.model.heads import BarDistribution
-from pfnkit.tuning import FullContext, KNNContext, SubsampleContext
+from pfnkit.tuning import FineTune, FullContext, KNNContext, SubsampleContext
 from pfnkit.tuning._base import PREDICT_TOKENS, stratified_rows
 from pfnkit.tuning.knn import DEFAULT_K, DistanceSpace
+from pfnkit.tuning.outcomes import TREATMENT_FINE_TUNE, factual_inputs, fine_tune_outcomes
 
 DEFAULT_CHECKPOINT = "treatment-effect.safetensors"
 CONTEXTS = ("auto", "subsample", "full", "knn")
@@ -285,7 +286,7 @@ class LocalTreatmentContext:
                 tr = self.t[r]
                 ri = np.concatenate(
                     [
-                        np.stack([1.0 - tr, tr, np.zeros_like(tr)], axis=-1),
+                        factual_inputs(tr),
                         np.broadcast_to(code, (len(r), 1, 3)),
                     ],
                     axis=1,
@@ -366,8 +367,8 @@ class PFNTreatmentEffect(BaseEstimator):
             matching of LoCalPFN and of matching estimators), or
             ``pfnkit.tuning.SubsampleContext(max_rows=...)`` / ``FullContext()`` /
             ``KNNContext(k=..., mode="exact")`` (k: context rows in all, half per arm
-            where both arms have them). Prompt-tuned and fine-tuned contexts are not
-            supported (they train on a classifier's or regressor's loss). The ATE is a
+            where both arms have them). Learned prompts ("tuned") are not supported
+            (they train on a classifier's or regressor's loss); see ``fine_tune``. The ATE is a
             mean over all rows, so it always comes from the subsample contexts: past the
             context limit each member's ATE query answers its subsample's ATE and the
             mixture over members averages these.
@@ -416,6 +417,22 @@ class PFNTreatmentEffect(BaseEstimator):
             and posterior interval (one pass, calibrated on its prior, widened for poor
             overlap), a Bayesian answer that is only as good as the prior's fit.
         device: "auto", "cpu", "cuda", ...
+        fine_tune: False (the default), True, or ``pfnkit.tuning.FineTune(...)``: test-time
+            adaptation of the outcome surfaces. A copy of the network is trained on the
+            study's factual outcomes (random contexts of training rows; other rows ask for
+            their own arm's outcome; squared error of the predictive mean, whose minimiser
+            is mu_t(x)), with early stopping on a validation split stratified by arm
+            (``pfnkit.tuning.outcomes``). ``effect`` is then the tuned network's
+            mu1(x) - mu0(x) and ``predict_outcomes`` its surfaces; tau(x)'s interval
+            (moved to the new estimate), the ATE query and the doubly robust ATE stay the
+            zero-shot network's (the DR residuals must come from rows the outcome model
+            never trained on), so ``ate()`` and ``ate_interval()`` do not change. True
+            means ``TREATMENT_FINE_TUNE``: at most 60 s and 300 steps, lr 1e-4. When the
+            tuned network does not beat the zero-shot one on the validation rows (or the
+            study has under ``FineTune.min_rows`` rows, or 4 per arm) a warning says so and
+            nothing changes. Not with ``context="knn"``. Costs seconds to a minute at fit
+            (IHDP's 747 rows: about 20 s on one thread); the README's benchmark gives
+            what it buys.
         random_state: seeds the members, their contexts and the propensity folds.
 
     Attributes:
@@ -428,7 +445,12 @@ class PFNTreatmentEffect(BaseEstimator):
         y_mean_, y_std_: the standardisation of y.
         effect_weights_: {"intercept": c, "tau": a, "mu1": b1, "mu0": b0, "stacked":
             False, "pooled" or "arms"}: ``effect`` is c + a tau(x) + b1 (mu1(x) - y_mean_)
-            - b0 (mu0(x) - y_mean_), all in y's units (see ``effect_from``).
+            - b0 (mu0(x) - y_mean_), all in y's units (see ``effect_from``); with a
+            fine-tuned network, the zero-shot answers' weights (the DR ATE's second
+            outcome model), while ``effect`` is the tuned mu1(x) - mu0(x).
+        fine_tune_report_: with ``fine_tune``, what happened: "kept" ("fine-tuned" or
+            "zero-shot", with a "reason"), the validation error (standardised y) before
+            and at best, the best step, the steps and the seconds; None without.
         n_features_in_, feature_names_in_: as in scikit-learn.
     """
 
@@ -442,6 +464,7 @@ class PFNTreatmentEffect(BaseEstimator):
         "overlap_threshold": [Interval(Real, 0.0, 0.5, closed="neither")],
         "effect_from": [StrOptions(set(EFFECT_FROM))],
         "ate_from": [StrOptions(set(ATE_FROM))],
+        "fine_tune": ["boolean", FineTune],
         "device": [str],
         "random_state": ["random_state"],
     }
@@ -457,6 +480,7 @@ class PFNTreatmentEffect(BaseEstimator):
         overlap_threshold: float = 0.05,
         effect_from: str = "stacked",
         ate_from: str = "dr",
+        fine_tune: Any = False,
         device: str = "auto",
         random_state: Any = 0,
     ) -> None:
@@ -469,6 +493,7 @@ class PFNTreatmentEffect(BaseEstimator):
         self.overlap_threshold = overlap_threshold
         self.effect_from = effect_from
         self.ate_from = ate_from
+        self.fine_tune = fine_tune
         self.device = device
         self.random_state = random_state
 
@@ -486,6 +511,14 @@ class PFNTreatmentEffect(BaseEstimator):
                 f"X, {t_arr.size} of t and {y_arr.size} of y; pass aligned arrays."
             )
         t_arr = _binary_treatment(t_arr)
+        if self.fine_tune is not False and (
+            self.context == "knn" or isinstance(self.context, KNNContext)
+        ):
+            raise ValueError(
+                f"The 'fine_tune' parameter of {_OWNER} works with the shared contexts "
+                f"('auto', 'subsample', 'full'), not context={self.context!r} (a row's kNN "
+                "context is not what the network is tuned on); drop one of the two."
+            )
         if not np.all(np.isfinite(y_arr)):
             raise ValueError(
                 f"The 'y' parameter of {_OWNER}.fit contains "
@@ -519,7 +552,41 @@ class PFNTreatmentEffect(BaseEstimator):
         self._dr_e_cache: np.ndarray | None = None
         self._fit_members(x, t_arr, z, rng)
         self._fit_effect_weights()
+        self._fit_tuned()
         return self
+
+    def _fit_tuned(self) -> None:
+        """With ``fine_tune``: a copy of the network trained on the study's factual
+        outcomes (``pfnkit.tuning.outcomes``) and its contexts (the zero-shot members'
+        rows). The zero-shot network stays for tau(x)'s interval, the ATE query and the
+        doubly robust cross-fit, whose residuals must come from rows it never trained on."""
+        self.fine_tune_report_: dict[str, Any] | None = None
+        self.tuned_context_: TreatmentContext | None = None
+        if self.fine_tune is False:
+            return
+        options = TREATMENT_FINE_TUNE if self.fine_tune is True else self.fine_tune
+        x, t, z = self._fit_data
+        views = self._member_views(x)
+        tuned, self.fine_tune_report_ = fine_tune_outcomes(
+            self.model_,
+            views,
+            t,
+            z,
+            self.context_.n_context_rows,
+            options,
+            seed=self.members_[0].seed + 3,
+            device=self.device_,
+        )
+        if self.fine_tune_report_["kept"] == "zero-shot":
+            reason = self.fine_tune_report_.get("reason", "")
+            warnings.warn(
+                f"fine_tune kept the zero-shot network ({reason}): effect and "
+                "predict_outcomes are those of fine_tune=False.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
+        self.tuned_context_ = self._encode(views, self._context_rows, t, z, model=tuned)
 
     def _fit_effect_weights(self) -> None:
         """``effect_weights_``: fixed by ``effect_from``, or stacked by the R-loss."""
@@ -660,7 +727,8 @@ class PFNTreatmentEffect(BaseEstimator):
             member_rng = np.random.RandomState(mb.seed)
             rows.append(stratified_rows(t, n_ctx, True, member_rng))
         self._fit_data = (x, t, z)  # for the cross-fitted ATE (ate_from="dr"), on demand
-        self.context_ = self._encode(self._member_views(x), np.stack(rows), t, z)
+        self._context_rows = np.stack(rows)
+        self.context_ = self._encode(self._member_views(x), self._context_rows, t, z)
         dev = self.device_
         # past the context limit each member's ATE posterior is that of its n_ctx rows; the
         # ATE of all n rows is known to ~sqrt(n_ctx / n) of that spread (an average over n)
@@ -679,12 +747,18 @@ class PFNTreatmentEffect(BaseEstimator):
         return np.stack(views).astype(np.float32)
 
     def _encode(
-        self, views: np.ndarray, ctx: np.ndarray, t: np.ndarray, z: np.ndarray
+        self,
+        views: np.ndarray,
+        ctx: np.ndarray,
+        t: np.ndarray,
+        z: np.ndarray,
+        model: Any = None,
     ) -> TreatmentContext:
-        """The members' contexts: rows ctx (B, Nc) of their views (B, n, f), encoded once."""
+        """The members' contexts: rows ctx (B, Nc) of their views (B, n, f), encoded once
+        (by ``model``, default the zero-shot ``model_``)."""
+        model = self.model_ if model is None else model
         x_ctx = np.take_along_axis(views, ctx[:, :, None], axis=1)  # (B, Nc, f)
-        t_ctx = t[ctx]
-        row_inputs = np.stack([1.0 - t_ctx, t_ctx, np.zeros_like(t_ctx)], axis=-1)
+        row_inputs = factual_inputs(t[ctx])
         n_ctx = ctx.shape[1]
         ate_rows = np.stack(
             [
@@ -694,10 +768,10 @@ class PFNTreatmentEffect(BaseEstimator):
         )
         ate_x = np.take_along_axis(x_ctx, ate_rows[:, :, None], axis=1)
         dev = self.device_
-        cache = self.model_.encode_context(
+        cache = model.encode_context(
             _tensor(x_ctx, dev), _tensor(z[ctx], dev), row_inputs=_tensor(row_inputs, dev)
         )
-        return TreatmentContext(self.model_, cache, dev, n_ctx, ate_x)
+        return TreatmentContext(model, cache, dev, n_ctx, ate_x)
 
     def _cate_context(self) -> Any:
         """Where the per-row queries (tau, mu0, mu1) go: the kNN contexts or the shared."""
@@ -749,17 +823,22 @@ class PFNTreatmentEffect(BaseEstimator):
         ctx = self._cate_context()
         dist = self._bars()
         w = self.effect_weights_
+        tuned = self.tuned_context_
         # only the queries the estimate (and, for an alpha, tau's interval) needs
         logp = {
             q: self._mixture(ctx.logits(views, q))
             for q, weight in (("tau", w["tau"]), ("mu0", w["mu0"]), ("mu1", w["mu1"]))
-            if weight != 0.0 or (q == "tau" and alpha is not None)
+            if (weight != 0.0 and tuned is None) or (q == "tau" and alpha is not None)
         }
         mean = {q: dist.mean(lp).double().numpy() for q, lp in logp.items()}
-        zero = np.zeros(views.shape[1])
-        estimate = self._weighted_effect(
-            mean.get("tau", zero), mean.get("mu0", zero), mean.get("mu1", zero)
-        )
+        if tuned is not None:  # the fine-tuned network's outcome difference
+            mu0, mu1 = (dist.mean(self._mixture(tuned.logits(views, q))) for q in ("mu0", "mu1"))
+            estimate = (mu1 - mu0).double().numpy()
+        else:
+            zero = np.zeros(views.shape[1])
+            estimate = self._weighted_effect(
+                mean.get("tau", zero), mean.get("mu0", zero), mean.get("mu1", zero)
+            )
         if alpha is None:
             return estimate, None
         tau_mean = mean["tau"]
@@ -796,9 +875,10 @@ class PFNTreatmentEffect(BaseEstimator):
         treatment per row, each (n,), in y's units."""
         views, _ = self._views(X)
         dist = self._bars()
+        ctx = self.tuned_context_ if self.tuned_context_ is not None else self._cate_context()
         out = []
         for query in ("mu0", "mu1"):
-            logp = self._mixture(self._cate_context().logits(views, query))
+            logp = self._mixture(ctx.logits(views, query))
             out.append(dist.mean(logp).double().numpy() * self.y_std_ + self.y_mean_)
         return out[0], out[1]
 
