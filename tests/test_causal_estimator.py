@@ -712,6 +712,7 @@ def test_fine_tune_never_changes_the_given_network_and_is_reproducible(causal_ch
     b = make(net, fine_tune=tune(max_steps=10)).fit(X, t, y)
     np.testing.assert_array_equal(a.effect(X), b.effect(X))
     assert clone(a).get_params()["fine_tune"] == tune(max_steps=10)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(a)).effect(X), a.effect(X))
 
 
 def test_fine_tune_that_cannot_help_keeps_the_zero_shot_network(causal_checkpoint):

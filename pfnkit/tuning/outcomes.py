@@ -127,7 +127,7 @@ def fine_tune_outcomes(
             ctx, query = perm[:n_ctx], perm[n_ctx : n_ctx + QUERY_ROWS]  # query: >= 1 row
             pred = answer(tuned, rng.randint(n_members), ctx, query)
             loss = loss + ((pred - tensor(z[query])) ** 2).mean() / options.batch_size
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             diverged = True
             break
         loss.backward()
