@@ -56,7 +56,9 @@ imputed by the column median (only the prior's draws have NaN); the PFN sees X a
 
 Metrics per data set: PEHE (root mean squared error of the CATE over the rows), absolute ATE
 error, coverage of the 95 % CATE intervals (share of rows whose true tau lies inside) and of
-the 95 % ATE interval (share of seeds), and fit + effect wall time (seconds, perf_counter;
+the 95 % ATE interval (share of seeds), the scale about its centre that would make each
+CATE interval cover 95 % of the rows (the 95th percentile of |tau - centre| / half-width:
+below 1, the intervals are too wide), and fit + effect wall time (seconds, perf_counter;
 intervals and the ATE are not timed). Tables (markdown on stdout, progress on stderr): per
 family, mean +- standard error over seeds (median for time), best mean in bold; then a
 summary of every family. ``--out`` appends one JSON line per data set x method;
@@ -416,6 +418,9 @@ def score(s: Study, method: str, est: Estimate) -> dict[str, Any]:
         lo, hi = est.cate_interval
         rec["cate_cov"] = float(np.mean((lo <= s.tau) & (s.tau <= hi)))
         rec["cate_width"] = float(np.mean(hi - lo))
+        # the scale about each interval's centre that would make it cover 95 % of the rows
+        half = np.maximum((hi - lo) / 2, 1e-12)
+        rec["cate_scale95"] = float(np.quantile(np.abs(s.tau - (hi + lo) / 2) / half, 0.95))
     if est.ate_interval is not None:
         lo_a, hi_a = est.ate_interval
         rec["ate_lo"], rec["ate_hi"] = float(lo_a), float(hi_a)
@@ -442,6 +447,11 @@ def mean_se(v: np.ndarray, digits: int = 3) -> str:
 
 def pct(v: np.ndarray) -> str:
     return "-" if v.size == 0 else f"{100 * v.mean():.0f} %"
+
+
+def scale_cell(v: np.ndarray) -> str:
+    """Median and range over data sets of the interval scale that covers 95 % of rows."""
+    return "-" if v.size == 0 else f"{np.median(v):.2f} ({v.min():.2f}-{v.max():.2f})"
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -479,12 +489,13 @@ def family_table(recs: list[dict[str, Any]], methods: list[str]) -> str:
                 ate_cells[i],
                 pct(values(by[m], "cate_cov")),
                 pct(values(by[m], "ate_cov")),
+                scale_cell(values(by[m], "cate_scale95")),
                 "-" if t.size == 0 else f"{np.median(t):.2f}",
                 str(len(by[m])),
             ]
         )
     header = ["method", "PEHE", "abs ATE error", "CATE 95 % cov", "ATE 95 % cov"]
-    header += ["fit+effect s (median)", "runs"]
+    header += ["CATE scale for 95 % (median, range)", "fit+effect s (median)", "runs"]
     return md_table(header, rows)
 
 
