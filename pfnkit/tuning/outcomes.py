@@ -8,8 +8,9 @@ datasets drawn from the study: a random context of training rows (at most the co
 limit) and other training rows as queries that ask for their own arm's outcome. The loss
 is the squared error of the predictive *mean* against y, whose minimiser is mu_t(x): the
 bar distribution's log-likelihood on noisy targets would mostly teach the noise-free
-answers to widen (measured: a NLL fine-tune raised the CATE error of a synthetic study
-from 0.82 to 0.87, the squared error lowered it to 0.60). A validation split (stratified
+answers to widen (measured on one synthetic study of 700 rows, tau = 1 + x3^2: 30 s of
+the tabular NLL fine-tune raised the CATE error from 0.82 to 0.87; 60 steps of squared
+error lowered it to 0.60). A validation split (stratified
 by arm) stops the training when its error stops falling, and the best weights are kept;
 when they do not beat the zero-shot network there, the zero-shot network is kept.
 
