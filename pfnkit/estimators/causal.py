@@ -43,10 +43,17 @@ from pfnkit.estimators.members import (
 from pfnkit.estimators.preprocessing import MODES, TableEncoder, dates_as_objects
 from pfnkit.exceptions import CheckpointError
 from pfnkit.model.heads import BarDistribution
-from pfnkit.tuning import FineTune, FullContext, KNNContext, SubsampleContext
+from pfnkit.priors.causal import factual_inputs
+from pfnkit.tuning import (
+    FineTune,
+    FullContext,
+    KNNContext,
+    SubsampleContext,
+    resolve_fine_tune,
+)
 from pfnkit.tuning._base import PREDICT_TOKENS, stratified_rows
 from pfnkit.tuning.knn import DEFAULT_K, DistanceSpace
-from pfnkit.tuning.outcomes import TREATMENT_FINE_TUNE, factual_inputs, fine_tune_outcomes
+from pfnkit.tuning.outcomes import TREATMENT_FINE_TUNE, fine_tune_outcomes
 
 DEFAULT_CHECKPOINT = "treatment-effect.safetensors"
 CONTEXTS = ("auto", "subsample", "full", "knn")
@@ -562,9 +569,9 @@ class PFNTreatmentEffect(BaseEstimator):
         doubly robust cross-fit, whose residuals must come from rows it never trained on."""
         self.fine_tune_report_: dict[str, Any] | None = None
         self.tuned_context_: TreatmentContext | None = None
-        if self.fine_tune is False:
+        options = resolve_fine_tune(self.fine_tune, default=TREATMENT_FINE_TUNE)
+        if options is None:
             return
-        options = TREATMENT_FINE_TUNE if self.fine_tune is True else self.fine_tune
         x, t, z = self._fit_data
         views = self._member_views(x)
         tuned, self.fine_tune_report_ = fine_tune_outcomes(
@@ -825,11 +832,10 @@ class PFNTreatmentEffect(BaseEstimator):
         w = self.effect_weights_
         tuned = self.tuned_context_
         # only the queries the estimate (and, for an alpha, tau's interval) needs
-        logp = {
-            q: self._mixture(ctx.logits(views, q))
-            for q, weight in (("tau", w["tau"]), ("mu0", w["mu0"]), ("mu1", w["mu1"]))
-            if (weight != 0.0 and tuned is None) or (q == "tau" and alpha is not None)
-        }
+        needed = {"tau"} if alpha is not None else set()
+        if tuned is None:
+            needed |= {q for q in ("tau", "mu0", "mu1") if w[q] != 0.0}
+        logp = {q: self._mixture(ctx.logits(views, q)) for q in sorted(needed)}
         mean = {q: dist.mean(lp).double().numpy() for q, lp in logp.items()}
         if tuned is not None:  # the fine-tuned network's outcome difference
             mu0, mu1 = (dist.mean(self._mixture(tuned.logits(views, q))) for q in ("mu0", "mu1"))

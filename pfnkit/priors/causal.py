@@ -435,8 +435,7 @@ class CausalPrior:
             x[i, is_ate] = x[i, rng.integers(0, sep, is_ate.size)]  # x of an ATE query: any
         t = out["treatment"]
         row_inputs = np.zeros((b, n, 3), dtype=np.float32)
-        row_inputs[:, :sep, 0] = 1.0 - t[:, :sep]
-        row_inputs[:, :sep, 1] = t[:, :sep]
+        row_inputs[:, :sep] = factual_inputs(t[:, :sep])
         for kind, code in ROW_INPUTS.items():
             row_inputs[query == kind] = code
         return Batch(
@@ -524,3 +523,10 @@ class CausalPrior:
             "mu0": (mu0 - mean) / sd,
             "mu1": (mu1 - mean) / sd,
         }
+
+
+def factual_inputs(t: np.ndarray) -> np.ndarray:
+    """Row inputs (..., 3) of rows with treatments t (...): (1 - t, t, 0), each row's own
+    arm (a context row's, or a query for its factual outcome)."""
+    t = np.asarray(t, dtype=np.float32)
+    return np.stack([1.0 - t, t, np.zeros_like(t)], axis=-1)

@@ -86,12 +86,13 @@ def resolve_context(spec: Any, n_rows: int, context_limit: int, prompts: bool = 
     }[spec]
 
 
-def resolve_fine_tune(spec: Any) -> FineTune | None:
-    """The FineTune options for an estimator's ``fine_tune=`` value (None: off)."""
+def resolve_fine_tune(spec: Any, default: FineTune | None = None) -> FineTune | None:
+    """The FineTune options for an estimator's ``fine_tune=`` value (None: off); ``True``
+    means ``default`` (the estimator's own, else ``FineTune()``)."""
     if spec is None or spec is False:
         return None
     if spec is True:
-        return FineTune()
+        return default if default is not None else FineTune()
     if isinstance(spec, FineTune):
         return spec
     raise InvalidConfigError(

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pfnkit.priors.causal import factual_inputs
 from pfnkit.tuning._base import stratified_split
 from pfnkit.tuning.finetune import FineTune
 
@@ -42,13 +43,6 @@ QUERY_ROWS = 256  # query rows per training dataset
 TREATMENT_FINE_TUNE = FineTune(
     time_budget=60.0, lr=1e-4, max_steps=300, batch_size=4, eval_every=5, patience=4
 )
-
-
-def factual_inputs(t: np.ndarray) -> np.ndarray:
-    """Row inputs (..., 3) of rows with treatments t (...): (1 - t, t, 0), each row's own
-    arm (a context row's, or a query for its factual outcome)."""
-    t = np.asarray(t, dtype=np.float32)
-    return np.stack([1.0 - t, t, np.zeros_like(t)], axis=-1)
 
 
 def fine_tune_outcomes(
