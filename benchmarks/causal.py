@@ -38,8 +38,10 @@ propensity classifiers (and the DR-learner's final model) with ``early_stopping=
 made AIPW's ATE error ~5x and the DR-learner's PEHE ~10x larger). Baselines see X with NaN
 imputed by the column median (only the prior's draws have NaN); the PFN sees X as is:
   * ``pfn``           PFNTreatmentEffect(checkpoint=--checkpoint) at its defaults;
-  * ``pfn-ft``        the same with ``fine_tune=True`` (the outcome surfaces trained on
-                      the study's factual outcomes for up to 60 s: test-time adaptation);
+  * ``pfn-ft``        the same with ``fine_tune=True`` (test-time adaptation: the outcome
+                      surfaces trained on the study's factual outcomes, up to 60 s per
+                      copy, and the tuned difference stacked by the R-loss of three
+                      cross-fitted copies);
   * ``s-learner``     econml SLearner;
   * ``t-learner``     econml TLearner;
   * ``x-learner``     econml XLearner (HGB propensity);

@@ -701,6 +701,56 @@ def test_fine_tune_lowers_the_pehe_and_keeps_the_honest_ate(causal_checkpoint, s
     assert np.all(lo <= tuned.effect(X) + 1e-9) and np.all(tuned.effect(X) <= hi + 1e-9)
 
 
+def test_stacked_fine_tune_is_its_weighted_combination_with_the_tuned_difference(
+    causal_checkpoint,
+):
+    """fine_tune with effect_from="stacked" (the default): three more copies, each tuned on
+    two thirds of the rows, answer the third they never saw; the R-loss on those answers
+    weighs the full tune's mu1 - mu0 next to the zero-shot answers: effect = c + a tau +
+    b1 mu1 - b0 mu0 (zero-shot) + g (mu1 - mu0) (tuned); the ATE stays the zero-shot one."""
+    from pfnkit.estimators.causal import TUNED_STACK_FORMS
+
+    X, t, y, _ = heterogeneous_study(n=420, seed=43)
+    est = make(causal_checkpoint, fine_tune=tune()).fit(X, t, y)
+    report, w = est.fine_tune_report_, est.effect_weights_
+    assert report["kept"] == "fine-tuned" and len(report["folds"]) == 3
+    assert report["stacked"] is False or report["stacked"] in TUNED_STACK_FORMS
+    assert report["stacked"] == (w["stacked"] if not w["only_tuned"] else False)
+    zero = make(causal_checkpoint).fit(X, t, y)  # the same members and contexts
+    tau = make(causal_checkpoint, effect_from="tau").fit(X, t, y).effect(X)
+    z_mu0, z_mu1 = zero.predict_outcomes(X)
+    mu0, mu1 = est.predict_outcomes(X)  # the full tune's surfaces
+    if w["only_tuned"]:  # no form beat the plain tuned difference
+        want = mu1 - mu0
+    else:
+        want = (
+            w["intercept"]
+            + w["tau"] * tau
+            + w["mu1"] * (z_mu1 - est.y_mean_)
+            - w["mu0"] * (z_mu0 - est.y_mean_)
+            + w["tuned"] * (mu1 - mu0)
+        )
+    np.testing.assert_allclose(est.effect(X), want, rtol=1e-4, atol=1e-4)
+    assert est.ate() == zero.ate() and est.ate_interval() == zero.ate_interval()
+    assert not np.allclose(est._tuned_oof, zero._cross_fit()[:2])  # tuned, out of fold
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stacked_fine_tune_keeps_a_constant_effect_constant(causal_checkpoint, seed):
+    """On a constant effect the tuned difference is the two arms' fitted noise: the
+    cross-fitted stacking lowers its CATE error (the plain tuned difference is what
+    effect_from="outcomes" gives)."""
+    X, t, y = study(n=600, seed=50 + seed, effect=2.0)
+    plain = make(causal_checkpoint, effect_from="outcomes", fine_tune=tune()).fit(X, t, y)
+    est = make(causal_checkpoint, fine_tune=tune()).fit(X, t, y)
+    pehe = {
+        name: float(np.sqrt(np.mean((e.effect(X) - 2.0) ** 2)))
+        for name, e in (("plain", plain), ("stacked", est))
+    }
+    assert est.fine_tune_report_["stacked"], est.fine_tune_report_
+    assert pehe["stacked"] < 0.8 * pehe["plain"], pehe
+
+
 def test_fine_tune_never_changes_the_given_network_and_is_reproducible(causal_checkpoint):
     from pfnkit.train.checkpoint import load_pfn
 

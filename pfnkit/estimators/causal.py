@@ -79,6 +79,7 @@ EFFECT_WEIGHTS = {
 # fewer fitted rows: "stacked" keeps the "both" weights (below ~400 rows the fitted
 # weights' gains were within noise, and sometimes losses, on the benchmark's families)
 STACK_MIN_ROWS = 400
+TUNE_FOLDS = 3  # with fine_tune and "stacked": cross-fitted tunes that weigh the tuned answer
 ATE_FROM = ("dr", "network")
 DR_FOLDS = 5  # cross-fitting folds of the doubly robust ATE
 DR_CLIP = 0.01  # propensities clipped to [DR_CLIP, 1 - DR_CLIP] in its weights
@@ -429,17 +430,25 @@ class PFNTreatmentEffect(BaseEstimator):
             study's factual outcomes (random contexts of training rows; other rows ask for
             their own arm's outcome; squared error of the predictive mean, whose minimiser
             is mu_t(x)), with early stopping on a validation split stratified by arm
-            (``pfnkit.tuning.outcomes``). ``effect`` is then the tuned network's
-            mu1(x) - mu0(x) and ``predict_outcomes`` its surfaces; tau(x)'s interval
-            (moved to the new estimate), the ATE query and the doubly robust ATE stay the
-            zero-shot network's (the DR residuals must come from rows the outcome model
-            never trained on), so ``ate()`` and ``ate_interval()`` do not change. True
-            means ``TREATMENT_FINE_TUNE``: at most 60 s and 300 steps, lr 1e-4. When the
-            tuned network does not beat the zero-shot one on the validation rows (or the
-            study has under ``FineTune.min_rows`` rows, or 4 per arm) a warning says so and
-            nothing changes. Not with ``context="knn"``. Costs seconds to a minute at fit
-            (IHDP's 747 rows: about 20 s on one thread); the README's benchmark gives
-            what it buys.
+            (``pfnkit.tuning.outcomes``); ``predict_outcomes`` gives its surfaces. With
+            ``effect_from="stacked"`` (the default) and 400 rows or more, three more copies
+            are each tuned on two thirds of the rows and answer the third they never saw;
+            on these out-of-fold answers (m(x) from their surfaces) the R-loss stacking
+            weighs the tuned difference mu1(x) - mu0(x) next to the zero-shot answers and
+            a constant (forms "pooled", "arms", "tuned", "arms+tuned", "constant"; the
+            plain tuned difference when none beats it), and ``effect`` applies the weights
+            to the full tune's difference: a tuned difference that only fits the two
+            arms' noise (a constant effect) gets no weight. With any other
+            ``effect_from`` (or fewer rows) ``effect`` is the tuned mu1(x) - mu0(x).
+            tau(x)'s interval (moved to the new estimate), the ATE query and the doubly
+            robust ATE stay the zero-shot network's (the DR residuals must come from rows
+            the outcome model never trained on), so ``ate()`` and ``ate_interval()`` do
+            not change. True means ``TREATMENT_FINE_TUNE``: at most 60 s and 300 steps
+            per tuned copy, lr 1e-4. When the tuned network does not beat the zero-shot
+            one on the validation rows (or the study has under ``FineTune.min_rows``
+            rows, or 4 per arm) a warning says so and nothing changes. Not with
+            ``context="knn"``. Costs up to four trainings at fit (IHDP's 747 rows: about
+            a minute on one thread); the README's benchmark gives what it buys.
         random_state: seeds the members, their contexts and the propensity folds.
 
     Attributes:
@@ -450,17 +459,21 @@ class PFNTreatmentEffect(BaseEstimator):
             context limit (1.0 when every row is in context).
         overlap_share_: share of fitted rows with poor overlap.
         y_mean_, y_std_: the standardisation of y.
-        effect_weights_: {"intercept": c, "tau": a, "mu1": b1, "mu0": b0, "stacked":
-            False, "pooled" or "arms"}: ``effect`` is c + a tau(x) + b1 (mu1(x) - y_mean_)
-            - b0 (mu0(x) - y_mean_), all in y's units (see ``effect_from``); with a
-            fine-tuned network, the zero-shot answers' weights (the DR ATE's second
-            outcome model), while ``effect`` is the tuned mu1(x) - mu0(x).
+        effect_weights_: {"intercept": c, "tau": a, "mu1": b1, "mu0": b0, "tuned": g,
+            "stacked": False or the form, "only_tuned": bool}: ``effect`` is c + a tau(x)
+            + b1 (mu1(x) - y_mean_) - b0 (mu0(x) - y_mean_) + g (the fine-tuned network's
+            mu1(x) - mu0(x); g = 0 without ``fine_tune``), all in y's units (see
+            ``effect_from`` and ``fine_tune``); "only_tuned" True: ``effect`` is the tuned
+            difference alone (``fine_tune`` without stacking).
         fine_tune_report_: with ``fine_tune``, what happened: "kept" ("fine-tuned" or
             "zero-shot", with a "reason"), the validation error (standardised y) before
-            and at best, the best step, the steps and the seconds; None without.
+            and at best, the best step, the steps and the seconds; with the stacking,
+            "folds" (each cross-fitted copy's kept / steps / seconds) and "stacked" (the
+            chosen form, or False for the plain tuned difference); None without.
         n_features_in_, feature_names_in_: as in scikit-learn.
     """
 
+    effect_weights_: dict[str, Any]  # set at fit (see Attributes)
     _parameter_constraints: dict[str, list[Any]] = {
         "checkpoint": [str, os.PathLike, torch.nn.Module],
         "n_estimators": [Interval(Integral, 1, None, closed="left")],
@@ -566,9 +579,11 @@ class PFNTreatmentEffect(BaseEstimator):
         """With ``fine_tune``: a copy of the network trained on the study's factual
         outcomes (``pfnkit.tuning.outcomes``) and its contexts (the zero-shot members'
         rows). The zero-shot network stays for tau(x)'s interval, the ATE query and the
-        doubly robust cross-fit, whose residuals must come from rows it never trained on."""
+        doubly robust cross-fit, whose residuals must come from rows it never trained on.
+        With ``effect_from="stacked"`` the tuned difference is stacked (``_stack_tuned``)."""
         self.fine_tune_report_: dict[str, Any] | None = None
         self.tuned_context_: TreatmentContext | None = None
+        self._tuned_oof: np.ndarray | None = None
         options = resolve_fine_tune(self.fine_tune, default=TREATMENT_FINE_TUNE)
         if options is None:
             return
@@ -594,9 +609,82 @@ class PFNTreatmentEffect(BaseEstimator):
             )
             return
         self.tuned_context_ = self._encode(views, self._context_rows, t, z, model=tuned)
+        self.effect_weights_ = {**self.effect_weights_, "tuned": 1.0, "only_tuned": True}
+        arms = int(min(t.sum(), (1 - t).sum()))
+        if self.effect_from == "stacked" and t.size >= STACK_MIN_ROWS and arms >= TUNE_FOLDS:
+            self._stack_tuned(views, options)
+
+    def _stack_tuned(self, views: np.ndarray, options: FineTune) -> None:
+        """Stack the tuned network's outcome difference with the zero-shot answers.
+
+        The full-data tune has seen every row's outcome, so its answers cannot weigh
+        themselves: TUNE_FOLDS more copies are each tuned on the other folds' rows
+        (stratified folds, the same options) and answer their own fold's mu0(x), mu1(x)
+        from contexts of the rows they trained on. These out-of-fold surfaces give the
+        R-loss's m(x) and the candidate d(x) = mu1(x) - mu0(x); ``r_loss_stack`` picks the
+        form (``TUNED_STACK_FORMS``, or the plain tuned difference when none beats it) and
+        its weights, which ``effect`` applies to the full-data tune's difference. On a
+        constant effect the tuned difference is mostly the two arms' fitted noise, and
+        the cross-validated R-loss then keeps a constant (NW-C: PEHE 0.288 -> 0.097 on
+        seeds 0-5, see docs/causal.md)."""
+        from sklearn.model_selection import StratifiedKFold
+
+        x, t, z = self._fit_data
+        n = t.size
+        seed = self.members_[0].seed
+        limit = self.context_.n_context_rows
+        dist = self._bars()
+        oof = np.empty((2, n))
+        folds = StratifiedKFold(TUNE_FOLDS, shuffle=True, random_state=(seed + 5) % 2**31)
+        reports = []
+        for k, (own, other) in enumerate(folds.split(x, t)):
+            net, rep = fine_tune_outcomes(
+                self.model_,
+                views[:, own],
+                t[own],
+                z[own],
+                limit,
+                options,
+                seed=seed + 6 + k,
+                device=self.device_,
+            )
+            reports.append({key: rep[key] for key in ("kept", "steps", "seconds") if key in rep})
+            fold = self._encode(views, self._fold_rows(own, t, limit, 6 + k), t, z, model=net)
+            for a, query in enumerate(("mu0", "mu1")):
+                logp = self._mixture(fold.logits(views[:, other], query))
+                oof[a, other] = dist.mean(logp).double().numpy()
+        self._tuned_oof = oof
+        mu0, mu1, tau = self._cross_fit()
+        e = np.clip(self._dr_e(), DR_CLIP, 1 - DR_CLIP)
+        d = oof[1] - oof[0]
+        fit = r_loss_stack(
+            z - (e * oof[1] + (1 - e) * oof[0]),
+            t - e,
+            {"tau": tau, "mu1": mu1, "mu0": mu0, "tuned": d},
+            TUNED_STACK_FORMS,
+            d,
+            seed,
+        )
+        assert self.fine_tune_report_ is not None
+        self.fine_tune_report_["folds"] = reports
+        if fit is None:
+            self.fine_tune_report_["stacked"] = False
+            return
+        form, w = fit
+        self.fine_tune_report_["stacked"] = form
+        self.effect_weights_ = {
+            "intercept": w["intercept"] * self.y_std_,
+            "tau": w["tau"],
+            "mu1": w["mu1"],
+            "mu0": w["mu0"],
+            "tuned": w["tuned"],
+            "stacked": form,
+            "only_tuned": False,
+        }
 
     def _fit_effect_weights(self) -> None:
-        """``effect_weights_``: fixed by ``effect_from``, or stacked by the R-loss."""
+        """``effect_weights_``: fixed by ``effect_from``, or stacked by the R-loss (the
+        doubly robust ATE's second outcome model keeps these zero-shot weights)."""
         c, a, b1, b0 = EFFECT_WEIGHTS.get(self.effect_from, EFFECT_WEIGHTS["both"])
         stacked: Any = False
         x, t, z = self._fit_data
@@ -612,8 +700,11 @@ class PFNTreatmentEffect(BaseEstimator):
             "tau": float(a),
             "mu1": float(b1),
             "mu0": float(b0),
+            "tuned": 0.0,
             "stacked": stacked,
+            "only_tuned": False,
         }
+        self._zero_shot_weights = dict(self.effect_weights_)
 
     def _fit_overlap(self, x: np.ndarray, t: np.ndarray, seed: int) -> None:
         model = PropensityModel(self.encoder_.categorical_, seed)
@@ -833,17 +924,20 @@ class PFNTreatmentEffect(BaseEstimator):
         tuned = self.tuned_context_
         # only the queries the estimate (and, for an alpha, tau's interval) needs
         needed = {"tau"} if alpha is not None else set()
-        if tuned is None:
+        if not w["only_tuned"]:
             needed |= {q for q in ("tau", "mu0", "mu1") if w[q] != 0.0}
         logp = {q: self._mixture(ctx.logits(views, q)) for q in sorted(needed)}
         mean = {q: dist.mean(lp).double().numpy() for q, lp in logp.items()}
-        if tuned is not None:  # the fine-tuned network's outcome difference
+        zero = np.zeros(views.shape[1])
+        diff = zero
+        if tuned is not None and w["tuned"] != 0.0:  # the fine-tuned outcome difference
             mu0, mu1 = (dist.mean(self._mixture(tuned.logits(views, q))) for q in ("mu0", "mu1"))
-            estimate = (mu1 - mu0).double().numpy()
+            diff = (mu1 - mu0).double().numpy()
+        if w["only_tuned"]:
+            estimate = diff
         else:
-            zero = np.zeros(views.shape[1])
             estimate = self._weighted_effect(
-                mean.get("tau", zero), mean.get("mu0", zero), mean.get("mu1", zero)
+                mean.get("tau", zero), mean.get("mu0", zero), mean.get("mu1", zero), diff
             )
         if alpha is None:
             return estimate, None
@@ -854,10 +948,19 @@ class PFNTreatmentEffect(BaseEstimator):
         lo, hi = mid - wide * (mid - lo), mid + wide * (hi - mid)
         return estimate, (lo + shift, mid + shift, hi + shift)
 
-    def _weighted_effect(self, tau: np.ndarray, mu0: np.ndarray, mu1: np.ndarray) -> np.ndarray:
-        """c + a tau + b1 mu1 - b0 mu0 with ``effect_weights_``, all standardised."""
-        w = self.effect_weights_
-        return w["intercept"] / self.y_std_ + w["tau"] * tau + w["mu1"] * mu1 - w["mu0"] * mu0
+    def _weighted_effect(
+        self,
+        tau: np.ndarray,
+        mu0: np.ndarray,
+        mu1: np.ndarray,
+        tuned: Any = 0.0,
+        weights: dict[str, Any] | None = None,
+    ) -> np.ndarray:
+        """c + a tau + b1 mu1 - b0 mu0 + g tuned with ``effect_weights_`` (or ``weights``),
+        all standardised (``tuned``: the fine-tuned network's mu1 - mu0)."""
+        w = self.effect_weights_ if weights is None else weights
+        effect = w["intercept"] / self.y_std_ + w["tau"] * tau + w["mu1"] * mu1 - w["mu0"] * mu0
+        return effect + w["tuned"] * tuned
 
     def effect(self, X: Any) -> np.ndarray:
         """Conditional average treatment effect tau(x) (posterior mean) per row, (n,); see
@@ -917,25 +1020,27 @@ class PFNTreatmentEffect(BaseEstimator):
             splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, t))
         mu = np.empty((3, n))
         for k, (train, test) in enumerate(splits):
-            ctx = np.stack(
-                [
-                    train[
-                        stratified_rows(
-                            t[train],
-                            min(n_ctx, train.size),
-                            True,
-                            np.random.RandomState((mb.seed + 2 + k) % 2**32),
-                        )
-                    ]
-                    for mb in self.members_
-                ]
-            )
-            fold = self._encode(views, ctx, t, z)
+            fold = self._encode(views, self._fold_rows(train, t, n_ctx, 2 + k), t, z)
             for a, query in enumerate(("mu0", "mu1", "tau")):
                 logp = self._mixture(fold.logits(views[:, test], query))
                 mu[a, test] = dist.mean(logp).double().numpy()
         self._cross_fit_cache = mu
         return mu
+
+    def _fold_rows(self, rows: np.ndarray, t: np.ndarray, n_ctx: int, offset: int) -> np.ndarray:
+        """Each member's context (B, <= n_ctx) drawn from ``rows`` (both arms kept), seeded
+        by the member's seed + ``offset``."""
+        k = min(n_ctx, rows.size)
+        return np.stack(
+            [
+                rows[
+                    stratified_rows(
+                        t[rows], k, True, np.random.RandomState((mb.seed + offset) % 2**32)
+                    )
+                ]
+                for mb in self.members_
+            ]
+        )
 
     def _dr_scores(self) -> np.ndarray:
         """Per-row doubly robust (AIPW) scores of the ATE, standardised, computed once: the
@@ -953,9 +1058,10 @@ class PFNTreatmentEffect(BaseEstimator):
             return m1 - m0 + t * (z - m1) / e - (1 - t) * (z - m0) / (1 - e)
 
         psi = scores(mu0, mu1)
-        if self.effect_weights_["stacked"]:
+        zs = self._zero_shot_weights
+        if zs["stacked"]:
             # the outcome model of the stacked effect f: the same m(x), arms m -+ e f
-            f = self._weighted_effect(tau, mu0, mu1)
+            f = self._weighted_effect(tau, mu0, mu1, weights=zs)
             m = e * mu1 + (1 - e) * mu0
             alt = scores(m - e * f, m + (1 - e) * f)
             if alt.var() < psi.var():
@@ -1039,23 +1145,70 @@ def stack_effect_weights(
     fixed blend f = (tau + mu1 - mu0) / 2: the study does not show that fitted weights
     do better.
     """
+    c, a, b1, b0 = EFFECT_WEIGHTS["both"]
+    fit = r_loss_stack(
+        z - (e * mu1 + (1 - e) * mu0),
+        t - e,
+        {"tau": tau, "mu1": mu1, "mu0": mu0},
+        STACK_FORMS,
+        c + a * tau + b1 * mu1 - b0 * mu0,
+        seed,
+        folds,
+    )
+    if fit is None:
+        return None
+    form, w = fit
+    return w["intercept"], w["tau"], w["mu1"], w["mu0"], form
+
+
+# the forms of the R-loss stacking: each a list of (answer, sign) columns next to a free
+# intercept; "mu1-mu0" is one column (one weight for both arms), the rest one each
+STACK_FORMS: dict[str, list[tuple[str, float]]] = {
+    "pooled": [("tau", 1.0), ("mu1-mu0", 1.0)],
+    "arms": [("tau", 1.0), ("mu1", 1.0), ("mu0", -1.0)],
+}
+# with fine_tune: the tuned network's outcome difference d (cross-fitted) joins them, and
+# a constant effect is a form of its own (it is the one a noisy difference must beat)
+TUNED_STACK_FORMS: dict[str, list[tuple[str, float]]] = {
+    **STACK_FORMS,
+    "tuned": [("tuned", 1.0)],
+    "arms+tuned": [("tau", 1.0), ("mu1", 1.0), ("mu0", -1.0), ("tuned", 1.0)],
+    "constant": [],
+}
+
+
+def r_loss_stack(
+    r_y: np.ndarray,
+    r_t: np.ndarray,
+    answers: dict[str, np.ndarray],
+    forms: dict[str, list[tuple[str, float]]],
+    baseline: np.ndarray,
+    seed: int,
+    folds: int = 5,
+) -> tuple[str, dict[str, float]] | None:
+    """The form of effect f = c + sum_j w_j s_j answer_j (c free, w_j >= 0, s_j the
+    column's sign) with the lowest ``folds``-fold cross-validated R-loss
+    mean((r_y - r_t f)^2), refitted on all rows: (form, {"intercept": c, answer: w, ...};
+    "mu1-mu0" pools the weight of "mu1" and "mu0"). None when no form beats the fixed
+    ``baseline`` effect (n,). r_y: outcome residuals z - m(x); r_t: t - e(x)."""
     from scipy.optimize import nnls
     from sklearn.model_selection import KFold
 
-    r_y = z - (e * mu1 + (1 - e) * mu0)
-    r_t = t - e
-    one = np.ones_like(tau)
-    # columns: c+ and c- (c = c+ - c-, each >= 0 for nnls), then the candidates
-    forms = {
-        "pooled": np.stack([one, -one, tau, mu1 - mu0], axis=1),
-        "arms": np.stack([one, -one, tau, mu1, -mu0], axis=1),
+    one = np.ones_like(r_y)
+
+    def column(name: str) -> np.ndarray:
+        if name == "mu1-mu0":
+            return answers["mu1"] - answers["mu0"]
+        return answers[name]
+
+    designs = {
+        form: r_t[:, None]
+        * np.stack([one, -one] + [sign * column(name) for name, sign in cols], axis=1)
+        for form, cols in forms.items()
     }
     splits = list(KFold(folds, shuffle=True, random_state=seed % 2**31).split(r_y))
-    c, a, b1, b0 = EFFECT_WEIGHTS["both"]
-    blend = c + a * tau + b1 * mu1 - b0 * mu0
-    best, best_loss = None, float(np.mean((r_y - r_t * blend) ** 2))
-    for form, cols in forms.items():
-        design = r_t[:, None] * cols
+    best, best_loss = None, float(np.mean((r_y - r_t * baseline) ** 2))
+    for form, design in designs.items():
         loss = np.empty_like(r_y)
         for train, test in splits:
             coef, _ = nnls(design[train], r_y[train])
@@ -1064,13 +1217,15 @@ def stack_effect_weights(
             best, best_loss = form, float(loss.mean())
     if best is None:
         return None
-    coef, _ = nnls(r_t[:, None] * forms[best], r_y)
-    c, a = float(coef[0] - coef[1]), float(coef[2])
-    b1 = float(coef[3])
-    b0 = b1 if best == "pooled" else float(coef[4])
-    if not all(math.isfinite(v) for v in (c, a, b1, b0)):
+    coef, _ = nnls(designs[best], r_y)
+    if not np.all(np.isfinite(coef)):
         return None
-    return c, a, b1, b0, best
+    weights = {"intercept": float(coef[0] - coef[1])}
+    weights.update({name: 0.0 for name in answers})
+    for (name, _), w in zip(forms[best], coef[2:], strict=True):
+        for key in ("mu1", "mu0") if name == "mu1-mu0" else (name,):
+            weights[key] = float(w)
+    return best, weights
 
 
 def _trained_limit(card: Any) -> int:
