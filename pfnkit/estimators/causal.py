@@ -625,8 +625,8 @@ class PFNTreatmentEffect(BaseEstimator):
         form (``TUNED_STACK_FORMS``, or the plain tuned difference when none beats it) and
         its weights, which ``effect`` applies to the full-data tune's difference. On a
         constant effect the tuned difference is mostly the two arms' fitted noise, and
-        the cross-validated R-loss then keeps a constant (NW-C: PEHE 0.288 -> 0.097 on
-        seeds 0-5, see docs/causal.md)."""
+        the cross-validated R-loss then keeps a constant (causalml's setup C, 10 seeds:
+        PEHE 0.282 -> 0.075; see docs/causal.md)."""
         from sklearn.model_selection import StratifiedKFold
 
         x, t, z = self._fit_data
