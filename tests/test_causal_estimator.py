@@ -715,21 +715,19 @@ def test_stacked_fine_tune_is_its_weighted_combination_with_the_tuned_difference
     report, w = est.fine_tune_report_, est.effect_weights_
     assert report["kept"] == "fine-tuned" and len(report["folds"]) == 3
     assert report["stacked"] is False or report["stacked"] in TUNED_STACK_FORMS
-    assert report["stacked"] == (w["stacked"] if not w["only_tuned"] else False)
+    assert report["stacked"] == w["stacked"]
     zero = make(causal_checkpoint).fit(X, t, y)  # the same members and contexts
     tau = make(causal_checkpoint, effect_from="tau").fit(X, t, y).effect(X)
     z_mu0, z_mu1 = zero.predict_outcomes(X)
     mu0, mu1 = est.predict_outcomes(X)  # the full tune's surfaces
-    if w["only_tuned"]:  # no form beat the plain tuned difference
-        want = mu1 - mu0
-    else:
-        want = (
-            w["intercept"]
-            + w["tau"] * tau
-            + w["mu1"] * (z_mu1 - est.y_mean_)
-            - w["mu0"] * (z_mu0 - est.y_mean_)
-            + w["tuned"] * (mu1 - mu0)
-        )
+    # (no form beat the plain tuned difference: c = a = b1 = b0 = 0 and g = 1)
+    want = (
+        w["intercept"]
+        + w["tau"] * tau
+        + w["mu1"] * (z_mu1 - est.y_mean_)
+        - w["mu0"] * (z_mu0 - est.y_mean_)
+        + w["tuned"] * (mu1 - mu0)
+    )
     np.testing.assert_allclose(est.effect(X), want, rtol=1e-4, atol=1e-4)
     assert est.ate() == zero.ate() and est.ate_interval() == zero.ate_interval()
     assert not np.allclose(est._tuned_oof, zero._cross_fit()[:2])  # tuned, out of fold

@@ -460,11 +460,10 @@ class PFNTreatmentEffect(BaseEstimator):
         overlap_share_: share of fitted rows with poor overlap.
         y_mean_, y_std_: the standardisation of y.
         effect_weights_: {"intercept": c, "tau": a, "mu1": b1, "mu0": b0, "tuned": g,
-            "stacked": False or the form, "only_tuned": bool}: ``effect`` is c + a tau(x)
-            + b1 (mu1(x) - y_mean_) - b0 (mu0(x) - y_mean_) + g (the fine-tuned network's
-            mu1(x) - mu0(x); g = 0 without ``fine_tune``), all in y's units (see
-            ``effect_from`` and ``fine_tune``); "only_tuned" True: ``effect`` is the tuned
-            difference alone (``fine_tune`` without stacking).
+            "stacked": False or the form}: ``effect`` is c + a tau(x) + b1 (mu1(x) -
+            y_mean_) - b0 (mu0(x) - y_mean_) + g (the fine-tuned network's mu1(x) -
+            mu0(x); g = 0 without ``fine_tune``), all in y's units (see ``effect_from``
+            and ``fine_tune``); the tuned difference alone is c = a = b1 = b0 = 0, g = 1.
         fine_tune_report_: with ``fine_tune``, what happened: "kept" ("fine-tuned" or
             "zero-shot", with a "reason"), the validation error (standardised y) before
             and at best, the best step, the steps and the seconds; with the stacking,
@@ -609,7 +608,12 @@ class PFNTreatmentEffect(BaseEstimator):
             )
             return
         self.tuned_context_ = self._encode(views, self._context_rows, t, z, model=tuned)
-        self.effect_weights_ = {**self.effect_weights_, "tuned": 1.0, "only_tuned": True}
+        # the tuned difference alone, unless the stacking below weighs it
+        self.effect_weights_ = {
+            **dict.fromkeys(("intercept", "tau", "mu1", "mu0"), 0.0),
+            "tuned": 1.0,
+            "stacked": False,
+        }
         arms = int(min(t.sum(), (1 - t).sum()))
         if self.effect_from == "stacked" and t.size >= STACK_MIN_ROWS and arms >= TUNE_FOLDS:
             self._stack_tuned(views, options)
@@ -679,7 +683,6 @@ class PFNTreatmentEffect(BaseEstimator):
             "mu0": w["mu0"],
             "tuned": w["tuned"],
             "stacked": form,
-            "only_tuned": False,
         }
 
     def _fit_effect_weights(self) -> None:
@@ -702,7 +705,6 @@ class PFNTreatmentEffect(BaseEstimator):
             "mu0": float(b0),
             "tuned": 0.0,
             "stacked": stacked,
-            "only_tuned": False,
         }
         self._zero_shot_weights = dict(self.effect_weights_)
 
@@ -924,8 +926,7 @@ class PFNTreatmentEffect(BaseEstimator):
         tuned = self.tuned_context_
         # only the queries the estimate (and, for an alpha, tau's interval) needs
         needed = {"tau"} if alpha is not None else set()
-        if not w["only_tuned"]:
-            needed |= {q for q in ("tau", "mu0", "mu1") if w[q] != 0.0}
+        needed |= {q for q in ("tau", "mu0", "mu1") if w[q] != 0.0}
         logp = {q: self._mixture(ctx.logits(views, q)) for q in sorted(needed)}
         mean = {q: dist.mean(lp).double().numpy() for q, lp in logp.items()}
         zero = np.zeros(views.shape[1])
@@ -933,12 +934,9 @@ class PFNTreatmentEffect(BaseEstimator):
         if tuned is not None and w["tuned"] != 0.0:  # the fine-tuned outcome difference
             mu0, mu1 = (dist.mean(self._mixture(tuned.logits(views, q))) for q in ("mu0", "mu1"))
             diff = (mu1 - mu0).double().numpy()
-        if w["only_tuned"]:
-            estimate = diff
-        else:
-            estimate = self._weighted_effect(
-                mean.get("tau", zero), mean.get("mu0", zero), mean.get("mu1", zero), diff
-            )
+        estimate = self._weighted_effect(
+            mean.get("tau", zero), mean.get("mu0", zero), mean.get("mu1", zero), diff
+        )
         if alpha is None:
             return estimate, None
         tau_mean = mean["tau"]
