@@ -41,20 +41,13 @@ CONSTANTS = (0.6, 0.75)  # one smaller scale for every study, for comparison
 RULES = [(None, c) for c in (1.0, 1.25, 1.5, 2.0)] + [(1.2, c) for c in (1.25, 1.5)]
 
 
-def _answers(est, ctx, views, x):
-    """The estimate, the network's mean answers and tau's shifted, widened 95 % interval
-    (standardised), as ``PFNTreatmentEffect._effect_posterior`` forms them, for any context."""
-    from pfnkit.estimators.causal import widening
-
+def _means(est, ctx, views) -> dict[str, np.ndarray]:
+    """The network's posterior means of tau(x), mu0(x) and mu1(x) (standardised)."""
     dist = est._bars()
-    logp = {q: est._mixture(ctx.logits(views, q)) for q in ("tau", "mu0", "mu1")}
-    mean = {q: dist.mean(lp).double().numpy() for q, lp in logp.items()}
-    f = est._weighted_effect(mean["tau"], mean["mu0"], mean["mu1"], 0.0)
-    lo, mid, hi = est._quantiles(logp["tau"], 0.05)
-    wide = widening(est.propensity_model_.predict(x), float(est.overlap_threshold))
-    shift = f - mean["tau"]
-    lo, hi = mid - wide * (mid - lo), mid + wide * (hi - mid)
-    return f, mean, (lo + shift, mid + shift, hi + shift)
+    return {
+        q: dist.mean(est._mixture(ctx.logits(views, q))).double().numpy()
+        for q in ("tau", "mu0", "mu1")
+    }
 
 
 def twin_excess(est, twins: int, rows: int, rng: np.random.Generator) -> np.ndarray:
@@ -64,7 +57,8 @@ def twin_excess(est, twins: int, rows: int, rng: np.random.Generator) -> np.ndar
     x, t, z = est._fit_data
     n = x.shape[0]
     views = est._member_views(x)
-    f, mean, _ = _answers(est, est.context_, views, x)
+    mean = _means(est, est.context_, views)
+    f, _ = est._posterior(views, x, None, est.context_)
     oof = est._cross_fit()
     resid = z - np.where(t == 1, oof[1], oof[0])
     e = np.clip(est._dr_e(), DR_CLIP, 1 - DR_CLIP)
@@ -76,8 +70,8 @@ def twin_excess(est, twins: int, rows: int, rng: np.random.Generator) -> np.ndar
             arm = np.where(t == 1, m + (1 - e) * g, m - e * g)
             zs = (arm + resid * rng.choice([-1.0, 1.0], n)).astype(np.float32)
             ctx = est._encode(views, est._context_rows, t, zs)
-            _, _, (lo, mid, hi) = _answers(est, ctx, views[:, q], x[q])
-            out.append(_excess(g[q], lo, mid, hi))
+            _, interval = est._posterior(views[:, q], x[q], 0.05, ctx)
+            out.append(_excess(g[q], *interval))
     return np.concatenate(out)
 
 

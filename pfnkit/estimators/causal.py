@@ -920,7 +920,13 @@ class PFNTreatmentEffect(BaseEstimator):
         (lower, median, upper), widened for poor overlap and shifted by the estimate's
         difference from tau's own posterior mean (not yet scaled by the calibration)."""
         views, x = self._views(X)
-        ctx = self._cate_context()
+        return self._posterior(views, x, alpha, self._cate_context())
+
+    def _posterior(
+        self, views: np.ndarray, x: np.ndarray, alpha: float | None, ctx: Any
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+        """``_effect_posterior`` of the members' views (B, M, f) and encoded rows x (M, d),
+        answered by ``ctx`` (the study's contexts, or any ``_encode`` of other outcomes)."""
         dist = self._bars()
         w = self.effect_weights_
         tuned = self.tuned_context_
