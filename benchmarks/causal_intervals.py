@@ -5,7 +5,8 @@ on held-out draws of its own prior (``pfnkit calibrate``). They cover about 95 %
 prior's draws but 100 % of IHDP B's rows. This probe measures, per study:
 
 * ``need``: the scale that would make that study's intervals cover 95 % of its rows (the
-  95th percentile over rows of |tau - centre| / half-width; the bundled card's is 0.8903);
+  95th percentile over rows of |tau - centre| / half-width, the intervals narrowed by
+  ``interval_narrowing_`` as the estimator ships them; the card's scale is printed);
 * ``twin``: the same quantity on "twins" of the study, semi-synthetic copies whose truth
   is known: the same X, t, members and context rows; outcome surfaces
   m(x) -+ e(x) g(x) around the network's m(x) = e mu1 + (1 - e) mu0, with the effect g
@@ -14,7 +15,8 @@ prior's draws but 100 % of IHDP B's rows. This probe measures, per study:
   by the same network with the study's effect weights held fixed. ``--twins`` twins per
   effect, scored on ``--rows`` random rows.
 
-and then the coverage per family of each rule: the card's constant scale, two smaller
+and then the coverage per family of each rule: the card's constant scale (with and
+without the estimator's ``interval_narrowing_``), two smaller
 constants, and min(A, c q95(twin)) for a few (A, c): narrow the posterior interval to what the twins
 show, never widen it past A. Everything in one run, one torch thread::
 
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         studies += [bench.nie_wager(fam, s, 1000, 6) for s in range(args.synth_seeds)]
     studies += [bench.doubleml_het(s, 1000) for s in range(args.synth_seeds)]
     real: dict[str, list[np.ndarray]] = defaultdict(list)
+    narrowing: dict[str, list[float]] = defaultdict(list)
     twin: dict[str, list[float]] = defaultdict(list)
     seconds = []
     for s in studies:
@@ -105,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         card = est.interval_scale_["cate"]
         _, q = est._effect_posterior(s.x, 0.05)
         real[s.family].append(_excess(s.tau / est.y_std_, *q))
+        narrowing[s.family].append(est.interval_narrowing_)
         t0 = time.perf_counter()
         tw = twin_excess(est, args.twins, args.rows, np.random.default_rng(s.seed))
         seconds.append(time.perf_counter() - t0)
@@ -119,10 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     head = ["rule"] + [f"{f} ({len(real[f])})" for f in fams]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
-    def row(name: str, scale) -> None:
+    def row(name: str, scale, narrowed: bool = True) -> None:
         cells = []
         for f in fams:
-            cov = [np.mean(r <= scale(tw)) for r, tw in zip(real[f], twin[f])]
+            cov = [
+                np.mean(r * (1.0 if narrowed else nar) <= scale(tw))
+                for r, tw, nar in zip(real[f], twin[f], narrowing[f], strict=True)
+            ]
             cells.append(f"{100 * np.mean(cov):.1f} %")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
@@ -134,7 +141,13 @@ def main(argv: list[str] | None = None) -> None:
         )
         + " |"
     )
+    lines.append(
+        "| median interval_narrowing_ | "
+        + " | ".join(f"{np.median(narrowing[f]):.2f}" for f in fams)
+        + " |"
+    )
     row(f"card scale {card:g} (default)", lambda tw: card)
+    row(f"card scale {card:g}, without the narrowing", lambda tw: card, narrowed=False)
     for const in CONSTANTS:
         row(f"constant {const:g}", lambda tw, const=const: const)
     for a, c in RULES:

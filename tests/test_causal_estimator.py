@@ -487,14 +487,22 @@ def test_effect_from_tau_outcomes_or_both(causal_checkpoint):
     np.testing.assert_allclose(e["outcomes"], mu1 - mu0, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(e["both"], 0.5 * (e["tau"] + e["outcomes"]), rtol=1e-5, atol=1e-5)
     assert not np.allclose(e["tau"], e["outcomes"])  # two answers of one network differ
-    # the interval is tau's posterior moved to the estimate: same width, the estimate inside
-    widths = {k: np.subtract(*m.effect_interval(X)[::-1]) for k, m in ests.items()}
-    np.testing.assert_allclose(widths["both"], widths["tau"], rtol=1e-4, atol=1e-5)
+    # the interval is tau's posterior moved to the estimate, narrowed by
+    # interval_narrowing_ about its median (1 for tau itself: nothing else to weigh)
+    assert ests["tau"].interval_narrowing_ == 1.0
+    nar = ests["both"].interval_narrowing_
+    assert 0.1**0.5 <= nar <= 1.0
     lo, hi = ests["both"].effect_interval(X)
-    shift = e["both"] - e["tau"]
     lo_t, hi_t = ests["tau"].effect_interval(X)
-    np.testing.assert_allclose(lo, lo_t + shift, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(hi, hi_t + shift, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(hi - lo, nar * (hi_t - lo_t), rtol=1e-4, atol=1e-5)
+    # the median (the interval's centre before calibration) moves with the estimate
+    mid, mid_t = (
+        ests["both"]._effect_posterior(X, 0.05)[1][1],
+        ests["tau"]._effect_posterior(X, 0.05)[1][1],
+    )
+    np.testing.assert_allclose(
+        mid - mid_t, (e["both"] - e["tau"]) / ests["tau"].y_std_, rtol=1e-4, atol=1e-4
+    )
     with pytest.raises(ValueError, match="effect_from"):
         make(causal_checkpoint, effect_from="mean").fit(X, t, y)
     fixed = {"tau": (0, 1, 0, 0), "outcomes": (0, 0, 1, 1), "both": (0, 0.5, 0.5, 0.5)}
@@ -526,9 +534,52 @@ def test_stacked_effect_is_its_weighted_combination_of_the_two_answers(causal_ch
     np.testing.assert_allclose(est.effect(X), want, rtol=1e-4, atol=1e-4)
     lo, hi = est.effect_interval(X)
     lo_t, hi_t = ref.effect_interval(X)
-    np.testing.assert_allclose(hi - lo, hi_t - lo_t, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        hi - lo, est.interval_narrowing_ * (hi_t - lo_t), rtol=1e-4, atol=1e-4
+    )
     # the cross-fitted answers behind the weights are computed once, shared with the DR ATE
     assert est._cross_fit() is est._cross_fit()
+
+
+def test_interval_narrowing_is_the_estimates_cross_fitted_error_against_the_posteriors(
+    causal_checkpoint,
+):
+    """interval_narrowing_ = sqrt(clip((P - gain) / P, 0.1, 1)): P the mean of (t - e)^2
+    times tau(x)'s cross-fitted posterior variance, gain the drop in R-loss from tau's
+    posterior mean to the estimate, both out of fold. By hand for the fixed blend; below
+    1 where the stacked estimate beats tau's answer; the interval scales with it."""
+    from pfnkit.estimators.causal import WIDTH_RATIO_MIN
+
+    X, t, y = study(n=150, seed=4)
+    y = y + 6.0 * X[:, 2] * t
+    est = make(causal_checkpoint, effect_from="both").fit(X, t, y)
+    assert est._cross_fit_cache is None  # under 400 rows: computed at the first interval
+    nar = est.interval_narrowing_
+    mu0, mu1, tau = est._cross_fit()
+    z = (y - est.y_mean_) / est.y_std_
+    e = np.clip(est._dr_e(), 0.01, 0.99)
+    r_y, r_t = z - (e * mu1 + (1 - e) * mu0), t - e
+    f = (tau + mu1 - mu0) / 2
+    gain = np.mean((r_y - r_t * tau) ** 2) - np.mean((r_y - r_t * f) ** 2)
+    p = np.mean(r_t**2 * est._cross_fit_tau_var)
+    assert p > 0 and np.all(est._cross_fit_tau_var > 0)  # (95 % half-width / 1.96)^2
+    want = np.sqrt(np.clip((p - max(gain, 0)) / p, WIDTH_RATIO_MIN, 1))
+    assert nar == pytest.approx(want, rel=1e-9)
+    # a strongly heterogeneous effect that the tiny network's tau answer shrinks: the
+    # stacked estimate beats it out of fold, and its interval is narrower
+    X, t, y = study(n=400, seed=7, effect=2.0)
+    y = y + 6.0 * X[:, 2] * t
+    est = make(causal_checkpoint).fit(X, t, y)
+    assert est.effect_weights_["stacked"]
+    r_y, loss = est._effect_loss
+    _, _, tau = est._cross_fit()
+    e = np.clip(est._dr_e(), 0.01, 0.99)
+    assert np.mean(loss) < np.mean((r_y - (t - e) * tau) ** 2)
+    assert est.interval_narrowing_ < 1.0
+    ref = make(causal_checkpoint, effect_from="tau").fit(X, t, y)
+    lo, hi = est.effect_interval(X)
+    lo_t, hi_t = ref.effect_interval(X)
+    assert np.all(hi - lo < hi_t - lo_t)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -567,13 +618,21 @@ def test_stack_effect_weights_recovers_a_shrunk_effect_and_keeps_an_exact_blend(
     # cleaner one back up, with no intercept
     shrunk = (0.5 + tau) / 3
     noisy = shrunk + 0.3 * rng.standard_normal(n)
-    c, a, b1, b0, form = stack_effect_weights(z, t, e, mu0, mu0 + shrunk, noisy, 0) or (1,) * 5
+    c, a, b1, b0, form, loss = stack_effect_weights(z, t, e, mu0, mu0 + shrunk, noisy, 0) or (
+        (1,) * 6
+    )
+    # the per-row cross-validated loss of the chosen form: below the unstacked blend's
+    blend = (noisy + shrunk) / 2
+    assert np.shape(loss) == (n,)
+    assert np.mean(loss) < np.mean(
+        (z - (e * (mu0 + shrunk) + (1 - e) * mu0) - (t - e) * blend) ** 2
+    )
     assert abs(c) < 0.1 and a < 0.1 and b1 == pytest.approx(3.0, abs=0.15)
     assert form == "pooled" or b0 == pytest.approx(3.0, abs=0.15)
     # the arms shrunk differently (treated to a half, control to a fifth): only the
     # "arms" form, which scales each arm's answer on its own, undoes both
     m0, m1 = mu0 / 5, (mu0 + 0.5 + tau) / 2
-    c, a, b1, b0, form = stack_effect_weights(z, t, e, m0, m1, noisy, 0) or (1,) * 5
+    c, a, b1, b0, form, _ = stack_effect_weights(z, t, e, m0, m1, noisy, 0) or (1,) * 6
     assert form == "arms"
     assert b1 == pytest.approx(2.0, abs=0.2) and b0 == pytest.approx(5.0, abs=0.5)
     # both answers exact: the fixed blend is already right and is kept
