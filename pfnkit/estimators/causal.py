@@ -371,7 +371,7 @@ class PFNTreatmentEffect(BaseEstimator):
     was made for. It is never widened (r <= 1), and it is 1 for ``effect_from="tau"`` and
     for a fine-tuned estimate with no out-of-fold answers (under 400 rows). On IHDP B the
     stacked estimate's errors are far below the posterior's (median sqrt(r) 0.74); on the
-    prior's own draws they are not (0.99). The card's CATE scale is calibrated with it.
+    prior's own draws they are not (0.93-0.99). The card's CATE scale is calibrated with it.
 
     Calibration: a checkpoint's card may carry interval scales chosen on held-out draws of
     its own prior (``pfnkit calibrate``, ``calibrate_intervals``): every CATE or ATE
