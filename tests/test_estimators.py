@@ -260,7 +260,7 @@ def test_onehot_encoding_expands_nominal_columns(ckpts, make):
     assert np.array_equal(np.argmax(a[ok], 1), codes[ok, 0])
     out = model.predict(X.iloc[:7])
     assert out.shape == (7,) and np.all(np.isfinite(out.astype(float)))
-    plain = make(ckpts).fit(X, y)  # the default keeps the codes
+    plain = make(ckpts, categorical_encoding="ordinal").fit(X, y)  # codes, as asked
     assert plain.categorical_encoding_ == "ordinal" and plain.onehot_columns_ == []
     assert {m.features.n_out for m in plain.members_} == {5}
 

@@ -32,7 +32,8 @@ from pfnkit.estimators.members import (
     fit_transforms,
     member_modes,
 )
-from pfnkit.estimators.preprocessing import MODES, TableEncoder, dates_as_objects
+from pfnkit.estimators.preprocessing import MODES, dates_as_objects
+from pfnkit.estimators.selection import ONEHOT_MAX_CATEGORIES, plan_table
 from pfnkit.tuning import (
     CONTEXTS,
     STRATEGY_TYPES,
@@ -49,9 +50,7 @@ DEFAULT_CHECKPOINTS = {
     "regression": "tabular-reg.safetensors",
 }
 KIND = {"classification": "classifier", "regression": "regressor"}
-CATEGORICAL_ENCODINGS = ("ordinal", "onehot")
-# nominal columns with more categories stay ordinal codes under categorical_encoding="onehot"
-ONEHOT_MAX_CATEGORIES = 10
+CATEGORICAL_ENCODINGS = ("ordinal", "onehot", "cv")
 
 
 def bundled_checkpoint(task: str) -> Path:
@@ -133,6 +132,7 @@ class PFNEstimatorBase(BaseEstimator):
         "fine_tune": ["boolean", FineTune],
         "feature_reduction": [StrOptions(set(FEATURE_REDUCTIONS))],
         "categorical_encoding": [StrOptions(set(CATEGORICAL_ENCODINGS))],
+        "feature_selection": [StrOptions({"cv", "none"})],
     }
 
     def __init__(
@@ -148,7 +148,8 @@ class PFNEstimatorBase(BaseEstimator):
         context: Any = "auto",
         fine_tune: Any = False,
         feature_reduction: str = "subset",
-        categorical_encoding: str = "ordinal",
+        categorical_encoding: str = "cv",
+        feature_selection: str = "none",
     ) -> None:
         self.checkpoint = checkpoint
         self.n_estimators = n_estimators
@@ -162,10 +163,12 @@ class PFNEstimatorBase(BaseEstimator):
         self.fine_tune = fine_tune
         self.feature_reduction = feature_reduction
         self.categorical_encoding = categorical_encoding
+        self.feature_selection = feature_selection
 
     # ---------------------------------------------------------------- fit helpers
 
     def _validate_fit_X(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The validated table (raw cells, (n, d)) and targets; ``_encode_fit`` encodes it."""
         X, y = validate_data(
             self,
             dates_as_objects(X),
@@ -175,8 +178,22 @@ class PFNEstimatorBase(BaseEstimator):
             y_numeric=False,
             ensure_min_samples=2,
         )
-        self.encoder_ = TableEncoder().fit(X)
-        return self.encoder_.transform(X), y
+        return X, y
+
+    def _encode_fit(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Plan the table (``selection.plan_table``: the columns kept under
+        ``feature_selection``, the nominal encoding under ``categorical_encoding="cv"``),
+        fit the encoder on the kept columns and return the encoded training rows.
+        ``selected_features_`` indexes the columns of X kept; ``feature_selection_report_``
+        and ``categorical_encoding_report_`` say what was compared (None when not asked)."""
+        seed = int(check_random_state(self.random_state).randint(2**31))
+        plan = plan_table(self, X, np.asarray(y), self._task, seed)
+        self.selected_features_ = plan.columns
+        self.feature_selection_report_: dict[str, Any] | None = plan.selection_report
+        self.categorical_encoding_report_: dict[str, Any] | None = plan.encoding_report
+        self._encoding_wanted = plan.encoding
+        self.encoder_ = plan.encoder
+        return plan.encoder.transform(X[:, plan.columns])
 
     def _fit_categorical_encoding(self, x: np.ndarray) -> np.ndarray:
         """Choose how the nominal columns reach the PFN (after ``_load``); returns x so.
@@ -195,7 +212,8 @@ class PFNEstimatorBase(BaseEstimator):
         ]
         self.onehot_columns_: list[tuple[int, int]] = []
         self.categorical_encoding_ = "ordinal"
-        if self.categorical_encoding == "onehot" and expand:
+        wanted = getattr(self, "_encoding_wanted", self.categorical_encoding)
+        if wanted == "onehot" and expand:
             width = x.shape[1] + sum(k - 1 for _, k in expand)
             f_model = self.model_.feature_limit
             if f_model is not None and width > f_model:
@@ -236,6 +254,9 @@ class PFNEstimatorBase(BaseEstimator):
         X = validate_data(
             self, dates_as_objects(X), dtype=None, ensure_all_finite="allow-nan", reset=False
         )
+        selected = getattr(self, "selected_features_", None)  # None: pickled before selection
+        if selected is not None and selected.size < X.shape[1]:
+            X = X[:, selected]
         return self._apply_categorical_encoding(self.encoder_.transform(X))
 
     def _load(self) -> None:

@@ -63,12 +63,22 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
             random subset of columns per member) or "pca" (categorical columns plus
             principal components of the numeric ones).
         categorical_encoding: how nominal columns (strings, objects, categories) reach the
-            PFN: "ordinal" (the default: one column of category codes) or "onehot" (one
-            0/1 column per category for columns of 3 to 10 categories, when the widened
-            table fits the checkpoint's features). One-hot suits tables whose label
-            follows rules on single categories (tic-tac-toe: ROC AUC 0.845 -> 0.922) and
-            can cost elsewhere (breast 0.732 -> 0.707, german 0.801 -> 0.788); see the
-            README. ``categorical_encoding_`` is what was used.
+            PFN: "ordinal" (one column of category codes), "onehot" (one 0/1 column per
+            category for columns of 3 to 10 categories, when the widened table fits the
+            checkpoint's features) or "cv" (the default: one-hot when it beats the codes
+            by two standard errors of the PFN's held-out loss on two halves of the
+            training rows, else codes; tried only when there is a column to expand). One-hot
+            suits tables whose label follows rules on single categories (tic-tac-toe: ROC
+            AUC 0.845 -> 0.922) and can cost elsewhere (breast 0.732 -> 0.707, german
+            0.801 -> 0.788); see the README. ``categorical_encoding_`` is what was used,
+            ``categorical_encoding_report_`` (with "cv") the losses compared.
+        feature_selection: "none" (the classifier's default: the PFN reads every column)
+            or "cv": rank the columns by an extra-trees importance and keep the top k
+            (k = d, d/2, d/4, ... down to 3) with the lowest held-out loss of the PFN
+            itself on two halves of the training rows, when it beats every column by more
+            than two standard errors (``pfnkit.estimators.selection``). Costs a few small
+            fits (about 0.5-3 s). ``selected_features_`` indexes the columns kept,
+            ``feature_selection_report_`` gives the losses tried.
 
     More classes than the checkpoint supports are handled by error-correcting output codes:
     each member maps the classes onto the checkpoint's classes at random, and a class's
@@ -92,7 +102,7 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
 
     def fit(self, X: Any, y: Any) -> PFNClassifier:
         self._validate_params()
-        x, y = self._validate_fit_X(X, y)
+        table, y = self._validate_fit_X(X, y)
         check_classification_targets(y)
         self.label_encoder_ = LabelEncoder().fit(y)
         self.classes_ = self.label_encoder_.classes_
@@ -102,6 +112,7 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
                 f"PFNClassifier needs at least 2 classes in y to fit; got 1 class "
                 f"({self.classes_[0]!r}). Add rows of another class."
             )
+        x = self._encode_fit(table, y)
         self._load()
         k = self.model_.config.n_classes
         self.codes_ = n_classes > k
