@@ -45,6 +45,7 @@ def test_ranking_puts_the_informative_columns_first():
 def test_defaults_and_bad_values():
     assert PFNRegressor().feature_selection == "cv"
     assert PFNClassifier().feature_selection == "none"
+    assert PFNRegressor().categorical_encoding == "cv" == PFNClassifier().categorical_encoding
     assert clone(PFNRegressor(feature_selection="none")).get_params()["feature_selection"] == (
         "none"
     )
@@ -166,3 +167,13 @@ def test_encoding_cv_keeps_codes_when_one_hot_does_not_win():
     fixed = PFNClassifier(n_estimators=2, categorical_encoding="onehot").fit(X, y)
     assert fixed.categorical_encoding_ == "onehot"
     assert fixed.categorical_encoding_report_ is None
+
+
+def test_regressor_encoding_cv_picks_one_hot_for_a_middle_category():
+    X, y = _middle_category_table()
+    target = (X[["c0", "c1", "c2", "c3"]] == "o").sum(axis=1).to_numpy(float)
+    model = PFNRegressor(n_estimators=2).fit(X[:200], target[:200])
+    assert model.categorical_encoding_ == "onehot"
+    report = model.categorical_encoding_report_
+    assert report["losses"]["onehot"] < report["losses"]["ordinal"]
+    assert model.predict(X[200:]).shape == (200,)
