@@ -292,3 +292,22 @@ def test_bundled_classifier_learns_category_rules_better_one_hot():
         est = PFNClassifier(categorical_encoding=enc, n_estimators=4, random_state=0)
         auc[enc] = roc_auc_score(y[200:], est.fit(X[:200], y[:200]).predict_proba(X[200:])[:, 1])
     assert auc["onehot"] > 0.97 and auc["onehot"] > auc["ordinal"] + 0.03, auc
+
+
+def test_a_column_empty_at_fit_reads_as_missing_at_predict(ckpts):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    n = 60
+    train = pd.DataFrame({"num": rng.normal(size=n), "empty": [np.nan] * n})
+    y = (train["num"] > 0).astype(int).to_numpy()
+    model = clf(ckpts).fit(train, y)
+    assert model.encoder_.empty_.tolist() == [False, True]
+    test = train.copy()
+    test["empty"] = rng.choice(["a", "b"], size=n)  # strings where fit saw no value at all
+    as_missing = model.predict_proba(train)
+    assert np.allclose(model.predict_proba(test), as_missing)
+    test["empty"] = rng.normal(size=n) * 1e6  # numbers: the same
+    assert np.allclose(model.predict_proba(test), as_missing)
+    test["num"] = "text"  # a column that held numbers at fit still may not hold strings
+    with pytest.raises(ValueError, match="Column 0 held numbers during fit"):
+        model.predict_proba(test)

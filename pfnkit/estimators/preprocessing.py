@@ -25,6 +25,16 @@ def _is_missing(v: Any) -> bool:
         return False
 
 
+def _all_missing(col: np.ndarray) -> bool:
+    if col.dtype.kind in "fc":
+        return bool(np.isnan(col).all())
+    if col.dtype.kind in "mM":
+        return bool(np.isnat(col).all())
+    if col.dtype.kind != "O":
+        return col.size == 0
+    return all(_is_missing(v) for v in col)  # stops at the first value
+
+
 # robust units a scaled value may reach: far beyond the PFN's own clamp (30 standard
 # deviations), small enough that float32 sums of squares over a context stay finite
 SCALED_LIMIT = 1e15
@@ -93,12 +103,15 @@ class TableEncoder:
     and get ordinal codes (categories sorted, unseen ones become NaN). ``categorical_``
     marks the categorical columns, including numeric columns with at most
     ``CATEGORICAL_MAX_UNIQUE`` distinct integer values (which keep their values, or get
-    ordinal codes when beyond float32's exact integers).
+    ordinal codes when beyond float32's exact integers). A column with no value at fit
+    (``empty_``: every cell missing) reads as missing at transform, whatever it holds then:
+    the context never showed a value of it to relate to.
     """
 
     def fit(self, x: np.ndarray) -> TableEncoder:
         self.categories_: list[dict[Any, int] | None] = []
         self.datetime_ = np.zeros(x.shape[1], dtype=bool)
+        self.empty_ = np.array([_all_missing(x[:, j]) for j in range(x.shape[1])], dtype=bool)
         numeric: list[np.ndarray | None] = []
         for j in range(x.shape[1]):
             col = x[:, j]
@@ -160,9 +173,12 @@ class TableEncoder:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         out = np.empty(x.shape, dtype=np.float64)
+        empty = getattr(self, "empty_", np.zeros(x.shape[1], dtype=bool))  # older pickles
         for j, cats in enumerate(self.categories_):
             col = x[:, j]
-            if cats is None:
+            if empty[j]:
+                out[:, j] = np.nan
+            elif cats is None:
                 as_float = _datetime_seconds(col) if self.datetime_[j] else _to_float(col)
                 if as_float is None:
                     held = "dates/times" if self.datetime_[j] else "numbers"
