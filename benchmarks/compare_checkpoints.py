@@ -10,10 +10,12 @@ default (so ``context="auto"`` follows each checkpoint's own context limit), on 
 split in the same run.
 
 Prints ROC AUC / log loss / fit + predict seconds per table and size, then per checkpoint
-and size the mean ROC AUC, mean log loss and median seconds.
+and size the mean ROC AUC, mean log loss and median seconds. ``--categorical-encoding``
+with several values (``ordinal,cv``) runs each checkpoint under each, as its own column.
 
     python benchmarks/compare_checkpoints.py OLD.safetensors NEW.safetensors
     python benchmarks/compare_checkpoints.py default runs/x.safetensors --train-rows 1000
+    python benchmarks/compare_checkpoints.py default --categorical-encoding ordinal,cv
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoints", nargs="+", help="classification checkpoints ('default' too)")
     p.add_argument("--train-rows", default="1000,3000", help="training set sizes")
+    p.add_argument(
+        "--categorical-encoding",
+        default="cv",
+        help="comma list of PFNClassifier categorical_encoding values (default: the default)",
+    )
     add_table_options(p)
     args = p.parse_args(argv)
 
@@ -49,9 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
     sizes = [int(s) for s in args.train_rows.split(",")]
-    names = [Path(c).stem if c != "default" else c for c in args.checkpoints]
-    if len(set(names)) < len(names):
-        names = list(args.checkpoints)
+    stems = [Path(c).stem if c != "default" else c for c in args.checkpoints]
+    if len(set(stems)) < len(stems):
+        stems = list(args.checkpoints)
+    encodings = args.categorical_encoding.split(",")
+    columns = [(s, c, e) for s, c in zip(stems, args.checkpoints, strict=True) for e in encodings]
+    names = [f"{s} {e}" if len(encodings) > 1 else s for s, _, e in columns]
     tables = real_classification_tables(args.data_root, args.datasets)
     print("| table | rows | " + " | ".join(f"{n} AUC / log loss / s" for n in names) + " |")
     print("|:---|---:|" + "---:|" * len(names))
@@ -61,8 +71,10 @@ def main(argv: list[str] | None = None) -> None:
             if n > len(y_rest):
                 continue
             cells = []
-            for name, checkpoint in zip(names, args.checkpoints, strict=True):
-                est = PFNClassifier(checkpoint=checkpoint, random_state=0)
+            for name, (_, checkpoint, encoding) in zip(names, columns, strict=True):
+                est = PFNClassifier(
+                    checkpoint=checkpoint, random_state=0, categorical_encoding=encoding
+                )
                 auc, ll, seconds = fit_and_score(est, X_rest.iloc[:n], y_rest[:n], X_test, y_test)
                 results.setdefault((name, n), []).append((auc, ll, seconds))
                 cells.append(f"{auc:.4f} / {ll:.3f} / {seconds:.1f}")
