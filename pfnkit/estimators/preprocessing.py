@@ -25,16 +25,6 @@ def _is_missing(v: Any) -> bool:
         return False
 
 
-def _all_missing(col: np.ndarray) -> bool:
-    if col.dtype.kind in "fc":
-        return bool(np.isnan(col).all())
-    if col.dtype.kind in "mM":
-        return bool(np.isnat(col).all())
-    if col.dtype.kind != "O":
-        return col.size == 0
-    return all(_is_missing(v) for v in col)  # stops at the first value
-
-
 # robust units a scaled value may reach: far beyond the PFN's own clamp (30 standard
 # deviations), small enough that float32 sums of squares over a context stay finite
 SCALED_LIMIT = 1e15
@@ -111,7 +101,7 @@ class TableEncoder:
     def fit(self, x: np.ndarray) -> TableEncoder:
         self.categories_: list[dict[Any, int] | None] = []
         self.datetime_ = np.zeros(x.shape[1], dtype=bool)
-        self.empty_ = np.array([_all_missing(x[:, j]) for j in range(x.shape[1])], dtype=bool)
+        self.empty_ = np.zeros(x.shape[1], dtype=bool)
         numeric: list[np.ndarray | None] = []
         for j in range(x.shape[1]):
             col = x[:, j]
@@ -138,9 +128,11 @@ class TableEncoder:
                 values = sorted({v for v in col if not _is_missing(v)}, key=lambda v: str(v))
                 self.categories_.append({v: i for i, v in enumerate(values)})
                 numeric.append(None)
+                self.empty_[j] = not values
             else:
                 self.categories_.append(None)
                 numeric.append(as_float)
+                self.empty_[j] = bool(np.isnan(as_float).all())
         if self.datetime_.any():
             cols = ", ".join(str(j) for j in np.flatnonzero(self.datetime_))
             warnings.warn(

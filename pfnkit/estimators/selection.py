@@ -37,8 +37,8 @@ SMALLEST = 3  # fewest columns tried
 MIN_FEATURES = 4  # tables narrower than this keep every column
 MIN_ROWS = 40  # fewer training rows than this: every column (halves too small to judge)
 # Rows per half in the held-out comparisons: as many as the bundled networks read in one
-# context (1,120). With 512 the paired test missed one-hot's gain on diamonds on three of
-# five splits (z 0.4-2.0); with 1,024 it found it on all five (z 2.6-6.2), for 0.5 s more.
+# context (1,120). With 512 the paired test missed one-hot's gain on diamonds on two of
+# five seeds (z 0.4 and 1.8); with 1,024 it found it on all five (z 2.6-6.2), for 0.5 s more.
 HALF_ROWS = 1024
 RANK_ROWS = 5000  # rows the final ranking is fitted on (a random subset beyond that)
 RANK_TREES = 32
