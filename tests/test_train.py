@@ -6,7 +6,7 @@ import torch
 
 from pfnkit.exceptions import CheckpointError, InvalidConfigError
 from pfnkit.model import PFNConfig
-from pfnkit.priors import BNNPrior, GPPrior
+from pfnkit.priors import BNNPrior, GPPrior, SCMPrior
 from pfnkit.train import TrainConfig, Trainer, lr_at, read_checkpoint
 
 
@@ -298,3 +298,53 @@ def test_warm_start_refuses_another_shape_or_prior(tmp_path, tiny_model_kwargs, 
         Trainer(prior, m, t, init_from=tmp_path / "src")
     with pytest.raises(CheckpointError, match="No checkpoint"):
         Trainer(GPPrior(), m, t, init_from=tmp_path / "missing")
+
+
+def test_small_tables_mix_shorter_narrower_tables(tiny_model_kwargs, tiny_train_kwargs):
+    prior = SCMPrior(task="classification", max_classes=3)
+    m = PFNConfig(**{**tiny_model_kwargs, "n_features": 6, "n_classes": 3})
+    t = TrainConfig(
+        **{**tiny_train_kwargs, "steps": 3, "rows": 24, "min_context": 2},
+        small_share=0.5,
+        small_rows=12,
+        small_features=2,
+    )
+    trainer = Trainer(prior, m, t)
+    assert t.small_context_range == (2, 11)
+    small = 0
+    for k in range(40):
+        b = trainer.sample_batch(k)
+        assert b.x.shape[2] == 6
+        if b.x.shape[1] == 12:
+            small += 1
+            assert 2 <= b.single_eval_pos <= 11
+            assert int(b.n_features.max()) <= 2
+            assert torch.all(b.x[..., 2:] == 0)
+            assert b.extras["categorical"].shape == (4, 6)
+        else:
+            assert b.x.shape[1] == 24 and b.single_eval_pos <= 21
+    assert 8 <= small <= 32
+    assert math.isfinite(trainer.run()["loss"])
+    # with small tables off, a config that names them draws exactly the old batches
+    plain = Trainer(prior, m, TrainConfig(**{**tiny_train_kwargs, "rows": 24}))
+    named = Trainer(prior, m, TrainConfig(**{**tiny_train_kwargs, "rows": 24}, small_rows=12))
+    for k in range(3):
+        a, b = plain.sample_batch(k), named.sample_batch(k)
+        assert a.single_eval_pos == b.single_eval_pos
+        assert torch.allclose(a.x, b.x, equal_nan=True) and torch.equal(a.y, b.y)
+
+
+def test_small_tables_bad_values_and_resume_guard(tmp_path, tiny_model_kwargs, tiny_train_kwargs):
+    with pytest.raises(InvalidConfigError, match="'small_share' training parameter must be"):
+        TrainConfig(small_share=1.5)
+    with pytest.raises(InvalidConfigError, match=r"small_rows \(300\) must be <= rows \(256\)"):
+        TrainConfig(rows=256, small_share=0.5, small_rows=300)
+    with pytest.raises(InvalidConfigError, match="'small_features' training parameter"):
+        TrainConfig(small_share=0.5, small_features=0)
+    assert TrainConfig(rows=256, small_share=0.5).small_context_range == (1, 75)  # 85 rows
+    m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=2, small_share=0.5, small_rows=12)
+    Trainer(GPPrior(), m, t, tmp_path / "run").run()
+    with pytest.raises(InvalidConfigError, match="Cannot change small_share"):
+        Trainer.resume(tmp_path / "run", train_overrides={"small_share": 0.0})
+    Trainer.resume(tmp_path / "run", steps=3).run()
+    assert read_checkpoint(tmp_path / "run")["step"] == 3

@@ -28,6 +28,13 @@ class TrainConfig:
         rows: rows per dataset (context + test).
         min_context: fewest context rows drawn per step.
         max_context: most context rows drawn per step (default: rows - rows // 8).
+        small_share: share of micro-batches drawn as small tables instead (0: none). A small
+            table has ``small_rows`` rows (contexts of min_context to small_rows -
+            small_rows // 8) and at most ``small_features`` features (zero-padded to the
+            model's width), so the network also sees many small, narrow tables, at a
+            fraction of a full step's cost.
+        small_rows: rows per small table (<= rows; None: rows // 3).
+        small_features: most features per small table (None: the model's width).
         lr: peak learning rate of AdamW.
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up steps (default: 5% of steps, at most 1,000).
@@ -52,6 +59,9 @@ class TrainConfig:
     rows: int = 256
     min_context: int = 1
     max_context: int | None = None
+    small_share: float = 0.0
+    small_rows: int | None = None
+    small_features: int | None = None
     lr: float = 3e-4
     weight_decay: float = 0.0
     warmup_steps: int | None = None
@@ -105,6 +115,35 @@ class TrainConfig:
                 f"min_context ({self.min_context}) must be <= max_context "
                 f"({self.context_range[1]})."
             )
+        if isinstance(self.small_share, bool) or not 0.0 <= self.small_share <= 1.0:
+            raise InvalidConfigError(
+                f"The 'small_share' training parameter must be a number in [0, 1] (the share "
+                f"of small tables; 0: none). Got {self.small_share!r}."
+            )
+        if self.small_share > 0:
+            r = self.small_rows
+            if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 2):
+                raise InvalidConfigError(
+                    f"The 'small_rows' training parameter must be an int >= 2 or None "
+                    f"(rows // 3). Got {r!r}."
+                )
+            if self.small_table_rows > self.rows:
+                raise InvalidConfigError(
+                    f"small_rows ({self.small_table_rows}) must be <= rows ({self.rows}); small "
+                    "tables are the short ones. Lower small_rows."
+                )
+            lo, hi = self.small_context_range
+            if hi < 1 or lo > hi:
+                raise InvalidConfigError(
+                    f"small_rows ({self.small_table_rows}) leaves contexts of {lo} to {hi} rows; "
+                    "raise small_rows above min_context."
+                )
+            f = self.small_features
+            if f is not None and (isinstance(f, bool) or not isinstance(f, int) or f < 1):
+                raise InvalidConfigError(
+                    f"The 'small_features' training parameter must be an int >= 1 or None "
+                    f"(the model's width). Got {f!r}."
+                )
         for name in ("lr", "weight_decay", "min_lr_ratio", "grad_clip"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
@@ -135,6 +174,17 @@ class TrainConfig:
             self.max_context if self.max_context is not None else self.rows - max(1, self.rows // 8)
         )
         return self.min_context, hi
+
+    @property
+    def small_table_rows(self) -> int:
+        """Rows per small table: small_rows, else a third of rows (at least 2)."""
+        return self.small_rows if self.small_rows is not None else max(2, self.rows // 3)
+
+    @property
+    def small_context_range(self) -> tuple[int, int]:
+        """Fewest and most context rows of a small table."""
+        r = self.small_table_rows
+        return self.min_context, min(self.context_range[1], r - max(1, r // 8))
 
     @property
     def warmup(self) -> int:

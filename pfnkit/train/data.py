@@ -31,11 +31,31 @@ from pfnkit.train.config import TrainConfig
 
 
 def sample_indexed(prior: Any, tc: TrainConfig, n_features: int, rank: int, k: int) -> Any:
-    """Micro-batch ``k`` of ``rank``: its context size and data drawn from one generator."""
+    """Micro-batch ``k`` of ``rank``: its shape, context size and data drawn from one
+    generator. With ``tc.small_share`` > 0 it is a small table (``tc.small_table_rows`` rows, at
+    most ``tc.small_features`` features, zero-padded to ``n_features``) at that rate."""
     gen = step_generator(tc.seed, k, rank)
-    lo, hi = tc.context_range
+    rows, (lo, hi), width = tc.rows, tc.context_range, n_features
+    # no draw when small tables are off: runs without them keep their exact data stream
+    if tc.small_share > 0 and float(torch.rand((), generator=gen)) < tc.small_share:
+        rows, (lo, hi) = tc.small_table_rows, tc.small_context_range
+        width = min(n_features, tc.small_features or n_features)
     sep = int(torch.randint(lo, hi + 1, (1,), generator=gen))
-    return prior.sample(BatchShape(tc.batch_size, tc.rows, n_features, sep), generator=gen)
+    batch = prior.sample(BatchShape(tc.batch_size, rows, width, sep), generator=gen)
+    return pad_features(batch, n_features) if width < n_features else batch
+
+
+def pad_features(batch: Any, n_features: int) -> Any:
+    """A batch of f < n_features features, zero-padded to n_features (the padding is unused:
+    ``batch.n_features`` stays <= f), with its ``categorical`` mask (B, f) padded to match."""
+    b, _, f = batch.x.shape
+    batch.x = torch.nn.functional.pad(batch.x, (0, n_features - f))
+    if batch.n_features is None:
+        batch.n_features = torch.full((b,), f, dtype=torch.int64)
+    mask = batch.extras.get("categorical")
+    if mask is not None and mask.shape == (b, f):
+        batch.extras["categorical"] = torch.nn.functional.pad(mask, (0, n_features - f))
+    return batch
 
 
 def _pack(value: Any, arrays: list[np.ndarray]) -> Any:

@@ -633,7 +633,17 @@ class Trainer:
         changes = dict(train_overrides or {})
         if steps is not None:
             changes["steps"] = steps
-        protected = ("rows", "batch_size", "seed", "accumulate", "min_context", "max_context")
+        protected = (
+            "rows",
+            "batch_size",
+            "seed",
+            "accumulate",
+            "min_context",
+            "max_context",
+            "small_share",
+            "small_rows",
+            "small_features",
+        )
         for key in protected:
             if key in changes and changes[key] != getattr(train, key):
                 raise InvalidConfigError(
