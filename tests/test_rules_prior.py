@@ -186,6 +186,10 @@ def test_v2_recipe_mixes_in_the_rule_component():
     assert prior.weights[rules[0]] / sum(prior.weights) == pytest.approx(0.2)
     assert recipe["model"]["n_features"] == 100 and recipe["train"]["rows"] == 1024
     assert prior.max_classes == recipe["model"]["n_classes"]
+    # the small-table continuation trains on the very same prior and network
+    v3 = load_recipe(ROOT / "priors" / "tabular-clf-v3.toml")
+    assert v3["prior"] == recipe["prior"] and v3["model"] == recipe["model"]
+    assert v3["train"]["small_share"] == 0.5
 
 
 def test_v2_regression_recipe_reads_100_features_and_1024_rows():

@@ -341,6 +341,8 @@ def test_small_tables_bad_values_and_resume_guard(tmp_path, tiny_model_kwargs, t
         TrainConfig(rows=256, small_share=0.5, small_rows=300)
     with pytest.raises(InvalidConfigError, match="'small_features' training parameter"):
         TrainConfig(small_share=0.5, small_features=0)
+    with pytest.raises(InvalidConfigError, match="'small_rows' training parameter"):
+        TrainConfig(small_rows=1)  # a bad value is an error even with small tables off
     assert TrainConfig(rows=256, small_share=0.5).small_context_range == (1, 75)  # 85 rows
     m, t = cfgs(tiny_model_kwargs, tiny_train_kwargs, steps=2, small_share=0.5, small_rows=12)
     Trainer(GPPrior(), m, t, tmp_path / "run").run()

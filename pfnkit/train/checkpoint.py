@@ -441,7 +441,7 @@ def kind_of(prior: dict[str, Any], task: str) -> str:
 
 def context_limit(train: dict[str, Any]) -> int:
     """The most context rows a network was trained on: the one formula (TrainConfig's)."""
-    from pfnkit.train.config import TrainConfig
+    from pfnkit.train.config import TrainConfig, default_max_context
 
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     try:
@@ -450,7 +450,7 @@ def context_limit(train: dict[str, Any]) -> int:
         ]
     except Exception:  # an old or hand-edited card: fall back to the default rule
         rows = int(train.get("rows", 256))
-        return int(train.get("max_context") or rows - max(1, rows // 8))
+        return int(train.get("max_context") or default_max_context(rows))
 
 
 def load_pfn(

@@ -18,6 +18,11 @@ OnNonFinite = Literal["stop", "skip"]
 MAX_SKIPPED_IN_A_ROW = 10
 
 
+def default_max_context(rows: int) -> int:
+    """Most context rows of a table of ``rows`` rows: an eighth (at least one) stays test rows."""
+    return rows - max(1, rows // 8)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train.
@@ -120,29 +125,27 @@ class TrainConfig:
                 f"The 'small_share' training parameter must be a number in [0, 1] (the share "
                 f"of small tables; 0: none). Got {self.small_share!r}."
             )
-        if self.small_share > 0:
-            r = self.small_rows
-            if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 2):
+        for name, least, default in (
+            ("small_rows", 2, "rows // 3"),
+            ("small_features", 1, "the model's width"),
+        ):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < least):
                 raise InvalidConfigError(
-                    f"The 'small_rows' training parameter must be an int >= 2 or None "
-                    f"(rows // 3). Got {r!r}."
+                    f"The '{name}' training parameter must be an int >= {least} or None "
+                    f"({default}). Got {v!r}."
                 )
+        if self.small_share > 0:
             if self.small_table_rows > self.rows:
                 raise InvalidConfigError(
                     f"small_rows ({self.small_table_rows}) must be <= rows ({self.rows}); small "
                     "tables are the short ones. Lower small_rows."
                 )
             lo, hi = self.small_context_range
-            if hi < 1 or lo > hi:
+            if lo > hi:
                 raise InvalidConfigError(
                     f"small_rows ({self.small_table_rows}) leaves contexts of {lo} to {hi} rows; "
                     "raise small_rows above min_context."
-                )
-            f = self.small_features
-            if f is not None and (isinstance(f, bool) or not isinstance(f, int) or f < 1):
-                raise InvalidConfigError(
-                    f"The 'small_features' training parameter must be an int >= 1 or None "
-                    f"(the model's width). Got {f!r}."
                 )
         for name in ("lr", "weight_decay", "min_lr_ratio", "grad_clip"):
             v = getattr(self, name)
@@ -170,9 +173,7 @@ class TrainConfig:
 
     @property
     def context_range(self) -> tuple[int, int]:
-        hi = (
-            self.max_context if self.max_context is not None else self.rows - max(1, self.rows // 8)
-        )
+        hi = self.max_context if self.max_context is not None else default_max_context(self.rows)
         return self.min_context, hi
 
     @property
@@ -183,8 +184,9 @@ class TrainConfig:
     @property
     def small_context_range(self) -> tuple[int, int]:
         """Fewest and most context rows of a small table."""
-        r = self.small_table_rows
-        return self.min_context, min(self.context_range[1], r - max(1, r // 8))
+        return self.min_context, min(
+            self.context_range[1], default_max_context(self.small_table_rows)
+        )
 
     @property
     def warmup(self) -> int:
