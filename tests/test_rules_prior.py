@@ -190,6 +190,11 @@ def test_v2_recipe_mixes_in_the_rule_component():
     v3 = load_recipe(ROOT / "priors" / "tabular-clf-v3.toml")
     assert v3["prior"] == recipe["prior"] and v3["model"] == recipe["model"]
     assert v3["train"]["small_share"] == 0.5
+    # the deep continuation: the same prior, the network grown to 8 layers (pfnkit grow)
+    deep = load_recipe(ROOT / "priors" / "tabular-clf-deep.toml")
+    assert deep["prior"] == recipe["prior"]
+    assert {**deep["model"], "n_layers": recipe["model"]["n_layers"]} == recipe["model"]
+    assert deep["model"]["n_layers"] == 2 * recipe["model"]["n_layers"]
 
 
 def test_v2_regression_recipe_reads_100_features_and_1024_rows():

@@ -274,6 +274,7 @@ def test_warm_start_begins_from_the_checkpoint_weights(
         "datasets_seen": 3 * t.batch_size,
         "prior": "gp",
         "init_from": None,
+        "grown": None,
     }
     moved = [
         k

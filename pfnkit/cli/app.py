@@ -1,5 +1,5 @@
 """The typer application: ``pfnkit train-prior``, ``info``, ``evaluate``, ``export``,
-``calibrate``, ``curves`` and ``hpo``."""
+``grow``, ``calibrate``, ``curves`` and ``hpo``."""
 
 from __future__ import annotations
 
@@ -711,6 +711,37 @@ def export(
             card_path.write_text(text)
             msg += f" and {card_path}"
         err.print(msg, highlight=False, markup=False)
+
+
+@app.command("grow")
+def grow(
+    path: Annotated[Path, typer.Argument(help="Run directory, .pt or .safetensors checkpoint.")],
+    out_path: Annotated[Path, typer.Argument(help="Output .safetensors file.")],
+    layers: Annotated[
+        int, typer.Option("--layers", help="Layers of the grown network (more than now).")
+    ],
+) -> None:
+    """Make a deeper copy of a trained PFN that computes the same function (each new layer
+    copies the one below it with its residual outputs at zero), to train further with
+    `pfnkit train-prior RECIPE --init-from OUT` and a recipe with the new n_layers."""
+    with user_errors():
+        from pfnkit.exceptions import InvalidConfigError
+        from pfnkit.train.checkpoint import read_checkpoint, write_safetensors
+        from pfnkit.train.grow import grow_layers
+
+        if out_path.suffix != ".safetensors":
+            raise InvalidConfigError(f"OUT must end in .safetensors. Got '{out_path}'.")
+        data = read_checkpoint(path)
+        grown = grow_layers(data, layers, source=str(path))
+        write_safetensors(grown, out_path)
+        old = data["model_config"].get("n_layers")
+        err.print(
+            f"Wrote {out_path}: {old} -> {layers} layers, the same outputs. Train it with a "
+            f"recipe whose [model] has n_layers = {layers}: pfnkit train-prior RECIPE "
+            f"--init-from {out_path} --out RUN",
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command("calibrate")

@@ -153,6 +153,7 @@ _MAPPINGS = (
     "metrics",
     "calibration",
     "init_from",
+    "grown",
 )
 
 
@@ -284,6 +285,7 @@ def card_of(data: dict[str, Any]) -> dict[str, Any]:
         "world_size",
         "calibration",  # set after training by `pfnkit calibrate` (held-out prior data)
         "init_from",  # the checkpoint a warm-started run began from (`--init-from`)
+        "grown",  # `pfnkit grow` made this network deeper (same outputs)
     )
     return {k: data[k] for k in keys if k in data}
 
@@ -309,6 +311,14 @@ def card_markdown(data: dict[str, Any], *, title: str, extra: str = "") -> str:
         f"- training wall time: {metrics.get('wall_time', 0.0) / 60:.1f} min",
         f"- final training loss: {metrics.get('loss', float('nan')):.4f}",
         *(f"- initialised from: {source}" for source in init_chain(card.get("init_from"))),
+        *(
+            [
+                f"- grown (`pfnkit grow`) from {grown.get('from_layers')} to "
+                f"{grown.get('to_layers')} layers, the same outputs; not trained since"
+            ]
+            if isinstance(grown := card.get("grown"), dict)
+            else []
+        ),
         f"- exported on: {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"torch {torch.__version__}",
         "",
@@ -325,14 +335,21 @@ def card_markdown(data: dict[str, Any], *, title: str, extra: str = "") -> str:
 
 def init_chain(init: Any) -> list[str]:
     """What a warm-started run began from, newest first: "NAME (S steps, D datasets of
-    prior 'P')" for each ``init_from`` record in the chain (a hand-edited one is skipped)."""
+    prior 'P'[, grown from A to B layers])" for each ``init_from`` record in the chain (a
+    hand-edited one is skipped)."""
     lines = []
     while isinstance(init, dict):
         seen = init.get("datasets_seen", 0)
         seen_s = f"{seen:,}" if isinstance(seen, int) else "?"
+        grown = init.get("grown")
+        grown_s = (
+            f", grown from {grown.get('from_layers')} to {grown.get('to_layers')} layers"
+            if isinstance(grown, dict)
+            else ""
+        )
         lines.append(
             f"{init.get('checkpoint')} ({init.get('step')} steps, {seen_s} datasets of prior "
-            f"{init.get('prior')!r})"
+            f"{init.get('prior')!r}{grown_s})"
         )
         init = init.get("init_from")
     return lines

@@ -252,6 +252,7 @@ class Trainer:
                 "datasets_seen": int(metrics.get("datasets_seen", 0)),
                 "prior": init_state.get("prior", {}).get("name"),
                 "init_from": init_state.get("init_from"),  # a chain of warm starts
+                "grown": init_state.get("grown"),  # `pfnkit grow` made it deeper
             }
         if _state is not None:
             self.model.load_state_dict(_state["state_dict"])
