@@ -27,7 +27,8 @@ Models (``--models``, keys in brackets):
              ``PFNRegressor(checkpoint=--reg-checkpoint)``; they take the pandas DataFrame
              as is (object columns and NaN included). ``--checkpoint`` may name several
              classification checkpoints: each gets its own column ("PFN <file stem>"), on
-             the same splits, and its own entry in the speed line. ``--fine-tune
+             the same splits, and its own entry in the speed line. ``--n-estimators N``
+             sets their ensemble size (speed line included). ``--fine-tune
              SECONDS`` (and ``--fine-tune-lr``) fine-tunes them on each training half
              first (``fine_tune=FineTune(time_budget=SECONDS)``; the speed line stays the
              default's);
@@ -306,12 +307,18 @@ def fine_tune_option(seconds: float | None, lr: float | None) -> Any:
     return FineTune(time_budget=seconds, **({} if lr is None else {"lr": lr}))
 
 
+def pfn_options(n_estimators: int | None) -> dict[str, Any]:
+    """The PFNs' keyword arguments for --n-estimators (none: their default)."""
+    return {} if n_estimators is None else {"n_estimators": n_estimators}
+
+
 def make_classifier(
     key: str,
     seed: int,
     checkpoints: dict[str, str],
     temperature: Any = "auto",
     fine_tune: Any = False,
+    n_estimators: int | None = None,
 ) -> Any:
     if key in checkpoints:
         return PFNClassifier(
@@ -319,6 +326,7 @@ def make_classifier(
             random_state=seed,
             softmax_temperature=temperature,
             fine_tune=fine_tune,
+            **pfn_options(n_estimators),
         )
     est = {
         "linear": lambda: LogisticRegression(max_iter=1000),
@@ -329,9 +337,16 @@ def make_classifier(
     return make_pipeline(*preprocessor(scale=key in ("linear", "knn")), est)
 
 
-def make_regressor(key: str, seed: int, checkpoint: str, fine_tune: Any = False) -> Any:
+def make_regressor(
+    key: str, seed: int, checkpoint: str, fine_tune: Any = False, n_estimators: int | None = None
+) -> Any:
     if key == "pfn":
-        return PFNRegressor(checkpoint=checkpoint, random_state=seed, fine_tune=fine_tune)
+        return PFNRegressor(
+            checkpoint=checkpoint,
+            random_state=seed,
+            fine_tune=fine_tune,
+            **pfn_options(n_estimators),
+        )
     est = {
         "linear": lambda: Ridge(),
         "rf": lambda: RandomForestRegressor(random_state=seed),
@@ -436,7 +451,12 @@ def run_classification(name: str, loader: Callable, args: argparse.Namespace, co
         Xtr, Xte, ytr, yte = split(X, y, seed, stratify=True)
         for key in args.clf_models:
             est = make_classifier(
-                key, seed, args.clf_checkpoints, args.softmax_temperature, args.fine_tune_option
+                key,
+                seed,
+                args.clf_checkpoints,
+                args.softmax_temperature,
+                args.fine_tune_option,
+                args.n_estimators,
             )
 
             def fit_predict(est=est, Xtr=Xtr, ytr=ytr, Xte=Xte):
@@ -488,7 +508,9 @@ def run_regression(
     for seed in range(args.splits):
         Xtr, Xte, ytr, yte = split(X, y, seed, stratify=False)
         for key in args.models:
-            est = make_regressor(key, seed, args.reg_checkpoint, args.fine_tune_option)
+            est = make_regressor(
+                key, seed, args.reg_checkpoint, args.fine_tune_option, args.n_estimators
+            )
 
             def fit_predict(est=est, Xtr=Xtr, ytr=ytr, Xte=Xte):
                 return est.fit(Xtr, ytr).predict(Xte)
@@ -546,7 +568,11 @@ def speed_line(args: argparse.Namespace) -> str | None:
         times = []
         for run in range(SPEED_RUNS):
             if key in args.clf_checkpoints:
-                est = PFNClassifier(checkpoint=args.clf_checkpoints[key], random_state=run)
+                est = PFNClassifier(
+                    checkpoint=args.clf_checkpoints[key],
+                    random_state=run,
+                    **pfn_options(args.n_estimators),
+                )
             else:
                 est = HistGradientBoostingClassifier(random_state=run)
             _, elapsed, _ = timed(lambda est=est: est.fit(Xtr, ytr).predict_proba(Xte))
@@ -760,6 +786,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="PFNs fine-tune on each training half first: FineTune(time_budget=SECONDS)",
     )
     p.add_argument("--fine-tune-lr", type=float, help="with --fine-tune: FineTune(lr=...)")
+    p.add_argument(
+        "--n-estimators",
+        type=int,
+        help="the PFNs' n_estimators (ensemble members; default: the estimators' own)",
+    )
     p.add_argument("--models", nargs="+", default=list(MODELS), help=f"subset of {MODELS}")
     p.add_argument("--quick", action="store_true", help="2 data sets (+ diabetes), 1 split")
     p.add_argument("--out", type=Path, help="also write the tables to this markdown file")
@@ -786,6 +817,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             )
         if not args.softmax_temperature > 0:
             p.error(f"--softmax-temperature must be > 0. Got {args.softmax_temperature}")
+    if args.n_estimators is not None and args.n_estimators < 1:
+        p.error(f"--n-estimators must be at least 1. Got {args.n_estimators}")
     if args.fine_tune is not None and not args.fine_tune > 0:
         p.error(f"--fine-tune must be a number of seconds > 0. Got {args.fine_tune}")
     if args.fine_tune_lr is not None and args.fine_tune is None:
@@ -819,7 +852,8 @@ def main(argv: list[str] | None = None) -> int:
         f"pfnkit {pfnkit.__version__}, torch {torch.__version__}, python "
         f"{platform.python_version()}; checkpoint={', '.join(args.checkpoint)!r}, "
         f"reg-checkpoint={args.reg_checkpoint!r}, softmax_temperature="
-        f"{args.softmax_temperature!r}, fine_tune={args.fine_tune_option!r}; "
+        f"{args.softmax_temperature!r}, fine_tune={args.fine_tune_option!r}, "
+        f"n_estimators={args.n_estimators or 'default'}; "
         f"{args.splits} split(s) of 50/50, training "
         f"half capped at {TRAIN_CAP} rows, test half at {TEST_CAP}; {args.threads} thread(s); "
         "models: " + ", ".join(args.models)
