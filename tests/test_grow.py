@@ -111,7 +111,7 @@ def test_grown_checkpoint_trains_and_its_card_says_so(tmp_path, tiny_model_kwarg
     assert r.exit_code == 0, r.output
     assert f"n_layers = {2 * model.n_layers}" in r.output
     grown = read_checkpoint(grown_path)
-    assert "grown (`pfnkit grow`) from" in card_markdown(grown, title="g")
+    assert "grown from 2 to 4 layers (`pfnkit grow`)" in card_markdown(grown, title="g")
     deeper = PFNConfig(**{**tiny_model_kwargs, "n_layers": 2 * model.n_layers})
     warm = Trainer(GPPrior(), deeper, TrainConfig(**{**tiny_train_kwargs, "steps": 2}),
                    tmp_path / "warm", init_from=grown_path)  # fmt: skip

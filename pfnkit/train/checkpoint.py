@@ -312,11 +312,8 @@ def card_markdown(data: dict[str, Any], *, title: str, extra: str = "") -> str:
         f"- final training loss: {metrics.get('loss', float('nan')):.4f}",
         *(f"- initialised from: {source}" for source in init_chain(card.get("init_from"))),
         *(
-            [
-                f"- grown (`pfnkit grow`) from {grown.get('from_layers')} to "
-                f"{grown.get('to_layers')} layers, the same outputs; not trained since"
-            ]
-            if isinstance(grown := card.get("grown"), dict)
+            [f"- {grown} (`pfnkit grow`), the same outputs; not trained since"]
+            if (grown := growth(card.get("grown")))
             else []
         ),
         f"- exported on: {platform.machine()}, {os.cpu_count()} CPU cores, "
@@ -333,6 +330,13 @@ def card_markdown(data: dict[str, Any], *, title: str, extra: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def growth(grown: Any) -> str:
+    """'grown from A to B layers' for a ``grown`` record (``pfnkit grow``), else ''."""
+    if not isinstance(grown, dict):
+        return ""
+    return f"grown from {grown.get('from_layers')} to {grown.get('to_layers')} layers"
+
+
 def init_chain(init: Any) -> list[str]:
     """What a warm-started run began from, newest first: "NAME (S steps, D datasets of
     prior 'P'[, grown from A to B layers])" for each ``init_from`` record in the chain (a
@@ -341,15 +345,10 @@ def init_chain(init: Any) -> list[str]:
     while isinstance(init, dict):
         seen = init.get("datasets_seen", 0)
         seen_s = f"{seen:,}" if isinstance(seen, int) else "?"
-        grown = init.get("grown")
-        grown_s = (
-            f", grown from {grown.get('from_layers')} to {grown.get('to_layers')} layers"
-            if isinstance(grown, dict)
-            else ""
-        )
+        grown = growth(init.get("grown"))
         lines.append(
             f"{init.get('checkpoint')} ({init.get('step')} steps, {seen_s} datasets of prior "
-            f"{init.get('prior')!r}{grown_s})"
+            f"{init.get('prior')!r}{', ' + grown if grown else ''})"
         )
         init = init.get("init_from")
     return lines

@@ -89,6 +89,6 @@ def grow_layers(data: dict[str, Any], n_layers: Any, source: str = "checkpoint")
             zero_residual_outputs(grown.layers[j])
     out = {k: v for k, v in data.items() if k not in ("optimizer", "rng_state", "state_dict")}
     out["model_config"] = grown_config.to_dict()
-    out["state_dict"] = {k: v.detach().clone() for k, v in grown.state_dict().items()}
+    out["state_dict"] = grown.state_dict()
     out["grown"] = {"from_layers": old, "to_layers": n_layers, "previous": data.get("grown")}
     return out
