@@ -11,11 +11,13 @@ split in the same run.
 
 Prints ROC AUC / log loss / fit + predict seconds per table and size, then per checkpoint
 and size the mean ROC AUC, mean log loss and median seconds. ``--categorical-encoding``
-with several values (``ordinal,cv``) runs each checkpoint under each, as its own column.
+with several values (``ordinal,cv``) runs each checkpoint under each, as its own column;
+so does ``--append-original false,true``.
 
     python benchmarks/compare_checkpoints.py OLD.safetensors NEW.safetensors
     python benchmarks/compare_checkpoints.py default runs/x.safetensors --train-rows 1000
     python benchmarks/compare_checkpoints.py default --categorical-encoding ordinal,cv
+    python benchmarks/compare_checkpoints.py default --append-original false,true
 """
 
 from __future__ import annotations
@@ -46,8 +48,16 @@ def main(argv: list[str] | None = None) -> None:
         default="cv",
         help="comma list of PFNClassifier categorical_encoding values (default: the default)",
     )
+    p.add_argument(
+        "--append-original",
+        default="true",
+        help="comma list of PFNClassifier append_original values, true/false (default: true)",
+    )
     add_table_options(p)
     args = p.parse_args(argv)
+    appends = [v.strip().lower() for v in args.append_original.split(",")]
+    if any(v not in ("true", "false") for v in appends):
+        p.error(f"--append-original takes true and/or false; got {args.append_original!r}")
 
     import torch
 
@@ -60,8 +70,20 @@ def main(argv: list[str] | None = None) -> None:
     if len(set(stems)) < len(stems):
         stems = list(args.checkpoints)
     encodings = args.categorical_encoding.split(",")
-    columns = [(s, c, e) for s, c in zip(stems, args.checkpoints, strict=True) for e in encodings]
-    names = [f"{s} {e}" if len(encodings) > 1 else s for s, _, e in columns]
+    columns = [
+        (s, c, e, a == "true")
+        for s, c in zip(stems, args.checkpoints, strict=True)
+        for e in encodings
+        for a in appends
+    ]
+    names = [
+        " ".join(
+            [s]
+            + ([e] if len(encodings) > 1 else [])
+            + ([f"append_original={a}"] if len(appends) > 1 else [])
+        )
+        for s, _, e, a in columns
+    ]
     tables = real_classification_tables(args.data_root, args.datasets)
     print("| table | rows | " + " | ".join(f"{n} AUC / log loss / s" for n in names) + " |")
     print("|:---|---:|" + "---:|" * len(names))
@@ -71,9 +93,12 @@ def main(argv: list[str] | None = None) -> None:
             if n > len(y_rest):
                 continue
             cells = []
-            for name, (_, checkpoint, encoding) in zip(names, columns, strict=True):
+            for name, (_, checkpoint, encoding, append) in zip(names, columns, strict=True):
                 est = PFNClassifier(
-                    checkpoint=checkpoint, random_state=0, categorical_encoding=encoding
+                    checkpoint=checkpoint,
+                    random_state=0,
+                    categorical_encoding=encoding,
+                    append_original=append,
                 )
                 auc, ll, seconds = fit_and_score(est, X_rest.iloc[:n], y_rest[:n], X_test, y_test)
                 results.setdefault((name, n), []).append((auc, ll, seconds))

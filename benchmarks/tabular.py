@@ -28,7 +28,8 @@ Models (``--models``, keys in brackets):
              as is (object columns and NaN included). ``--checkpoint`` may name several
              classification checkpoints: each gets its own column ("PFN <file stem>"), on
              the same splits, and its own entry in the speed line. ``--n-estimators N``
-             sets their ensemble size (speed line included). ``--fine-tune
+             sets their ensemble size (speed line included), ``--append-original``
+             gives them ``append_original=True`` (speed line included). ``--fine-tune
              SECONDS`` (and ``--fine-tune-lr``) fine-tunes them on each training half
              first (``fine_tune=FineTune(time_budget=SECONDS)``; the speed line stays the
              default's);
@@ -307,9 +308,13 @@ def fine_tune_option(seconds: float | None, lr: float | None) -> Any:
     return FineTune(time_budget=seconds, **({} if lr is None else {"lr": lr}))
 
 
-def pfn_options(n_estimators: int | None) -> dict[str, Any]:
-    """The PFNs' keyword arguments for --n-estimators (none: their default)."""
-    return {} if n_estimators is None else {"n_estimators": n_estimators}
+def pfn_options(n_estimators: int | None, append_original: bool = False) -> dict[str, Any]:
+    """The PFNs' keyword arguments for --n-estimators and --append-original (none given:
+    their defaults)."""
+    options: dict[str, Any] = {} if n_estimators is None else {"n_estimators": n_estimators}
+    if append_original:
+        options["append_original"] = True
+    return options
 
 
 def make_classifier(
@@ -319,6 +324,7 @@ def make_classifier(
     temperature: Any = "auto",
     fine_tune: Any = False,
     n_estimators: int | None = None,
+    append_original: bool = False,
 ) -> Any:
     if key in checkpoints:
         return PFNClassifier(
@@ -326,7 +332,7 @@ def make_classifier(
             random_state=seed,
             softmax_temperature=temperature,
             fine_tune=fine_tune,
-            **pfn_options(n_estimators),
+            **pfn_options(n_estimators, append_original),
         )
     est = {
         "linear": lambda: LogisticRegression(max_iter=1000),
@@ -338,14 +344,19 @@ def make_classifier(
 
 
 def make_regressor(
-    key: str, seed: int, checkpoint: str, fine_tune: Any = False, n_estimators: int | None = None
+    key: str,
+    seed: int,
+    checkpoint: str,
+    fine_tune: Any = False,
+    n_estimators: int | None = None,
+    append_original: bool = False,
 ) -> Any:
     if key == "pfn":
         return PFNRegressor(
             checkpoint=checkpoint,
             random_state=seed,
             fine_tune=fine_tune,
-            **pfn_options(n_estimators),
+            **pfn_options(n_estimators, append_original),
         )
     est = {
         "linear": lambda: Ridge(),
@@ -457,6 +468,7 @@ def run_classification(name: str, loader: Callable, args: argparse.Namespace, co
                 args.softmax_temperature,
                 args.fine_tune_option,
                 args.n_estimators,
+                args.append_original,
             )
 
             def fit_predict(est=est, Xtr=Xtr, ytr=ytr, Xte=Xte):
@@ -509,7 +521,12 @@ def run_regression(
         Xtr, Xte, ytr, yte = split(X, y, seed, stratify=False)
         for key in args.models:
             est = make_regressor(
-                key, seed, args.reg_checkpoint, args.fine_tune_option, args.n_estimators
+                key,
+                seed,
+                args.reg_checkpoint,
+                args.fine_tune_option,
+                args.n_estimators,
+                args.append_original,
             )
 
             def fit_predict(est=est, Xtr=Xtr, ytr=ytr, Xte=Xte):
@@ -571,7 +588,7 @@ def speed_line(args: argparse.Namespace) -> str | None:
                 est = PFNClassifier(
                     checkpoint=args.clf_checkpoints[key],
                     random_state=run,
-                    **pfn_options(args.n_estimators),
+                    **pfn_options(args.n_estimators, args.append_original),
                 )
             else:
                 est = HistGradientBoostingClassifier(random_state=run)
@@ -791,6 +808,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help="the PFNs' n_estimators (ensemble members; default: the estimators' own)",
     )
+    p.add_argument(
+        "--append-original",
+        action="store_true",
+        help="the PFNs get append_original=True (numeric columns also as given)",
+    )
     p.add_argument("--models", nargs="+", default=list(MODELS), help=f"subset of {MODELS}")
     p.add_argument("--quick", action="store_true", help="2 data sets (+ diabetes), 1 split")
     p.add_argument("--out", type=Path, help="also write the tables to this markdown file")
@@ -853,7 +875,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.python_version()}; checkpoint={', '.join(args.checkpoint)!r}, "
         f"reg-checkpoint={args.reg_checkpoint!r}, softmax_temperature="
         f"{args.softmax_temperature!r}, fine_tune={args.fine_tune_option!r}, "
-        f"n_estimators={args.n_estimators or 'default'}; "
+        f"n_estimators={args.n_estimators or 'default'}"
+        + (", append_original=True" if args.append_original else "")
+        + "; "
         f"{args.splits} split(s) of 50/50, training "
         f"half capped at {TRAIN_CAP} rows, test half at {TEST_CAP}; {args.threads} thread(s); "
         "models: " + ", ".join(args.models)

@@ -311,3 +311,39 @@ def test_a_column_empty_at_fit_reads_as_missing_at_predict(ckpts):
     test["num"] = "text"  # a column that held numbers at fit still may not hold strings
     with pytest.raises(ValueError, match="Column 0 held numbers during fit"):
         model.predict_proba(test)
+
+
+@pytest.mark.parametrize("make", [clf, reg])
+def test_append_original_adds_the_numeric_columns_as_given(ckpts, make):
+    X, y = _nominal_table()
+    X = X.drop(columns=["many"])
+    X["d"] = np.random.RandomState(1).lognormal(size=len(X))  # skewed: transforms differ
+    if make is reg:
+        y = X["b"].to_numpy() + y
+    opts = {"categorical_encoding": "ordinal", "feature_selection": "none"}
+    model = make(ckpts, **opts, append_original=True).fit(X, y)
+    # columns a, b, bin, c, d; b and d numeric: appended once more, as given
+    assert model.appended_.tolist() == [1, 4]
+    assert {m.features.n_out for m in model.members_} == {7}
+    rows = model._validate_predict_X(X.iloc[:9])
+    inputs = model._member_inputs(rows)
+    assert set(inputs) == {"quantile", "power", "none"}
+    for mode, view in inputs.items():
+        assert view.shape == (9, 7)
+        assert np.array_equal(view[:, 5:], rows[:, [1, 4]], equal_nan=True)
+        if mode != "none":  # the preprocessed copy differs from the one as given
+            assert not np.allclose(view[:, 4], rows[:, 4])
+    plain = make(ckpts, **opts).fit(X, y)  # the default: not appended
+    assert plain.appended_.size == 0 and {m.features.n_out for m in plain.members_} == {5}
+    assert not np.allclose(model.predict(X.iloc[:9]), plain.predict(X.iloc[:9]))
+
+
+def test_append_original_only_when_the_widened_table_fits(ckpts):
+    X, y = make_classification(n_samples=120, n_features=40, random_state=0)
+    model = clf(ckpts, append_original=True).fit(X, y)  # 40 + 40 > the tiny PFN's 64
+    assert model.appended_.size == 0
+    assert {m.features.n_out for m in model.members_} == {40}
+    model = clf(ckpts, append_original=True).fit(X[:, :32], y)  # 32 + 32 = 64: appended
+    assert model.appended_.size == 32 and {m.features.n_out for m in model.members_} == {64}
+    with pytest.raises(ValueError, match="'append_original' parameter"):
+        clf(ckpts, append_original="yes").fit(X, y)

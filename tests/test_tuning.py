@@ -230,8 +230,8 @@ def test_knn_context_is_each_rows_nearest_neighbours(ckpts):
     proba = est.predict_proba(X[150:160])
     # reference: one plain forward pass per test row on its 15 nearest rows (member view)
     member = est.members_[0]
-    view_tr = member.features.apply(est.encoder_.transform(X[:150]))
-    view_te = member.features.apply(est.encoder_.transform(X[150:160]))
+    view_tr = member.features.apply(est._member_inputs(est.encoder_.transform(X[:150]))["none"])
+    view_te = member.features.apply(est._member_inputs(est.encoder_.transform(X[150:160]))["none"])
     z_tr, z_te = est.context_.spaces[0](view_tr), est.context_.spaces[0](view_te)
     model = est.model_
     y_code = member.code[y[:150]]

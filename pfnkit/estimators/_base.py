@@ -133,6 +133,7 @@ class PFNEstimatorBase(BaseEstimator):
         "feature_reduction": [StrOptions(set(FEATURE_REDUCTIONS))],
         "categorical_encoding": [StrOptions(set(CATEGORICAL_ENCODINGS))],
         "feature_selection": [StrOptions({"cv", "none"})],
+        "append_original": ["boolean"],
     }
 
     def __init__(
@@ -150,6 +151,7 @@ class PFNEstimatorBase(BaseEstimator):
         feature_reduction: str = "subset",
         categorical_encoding: str = "cv",
         feature_selection: str = "none",
+        append_original: bool = False,
     ) -> None:
         self.checkpoint = checkpoint
         self.n_estimators = n_estimators
@@ -164,6 +166,7 @@ class PFNEstimatorBase(BaseEstimator):
         self.feature_reduction = feature_reduction
         self.categorical_encoding = categorical_encoding
         self.feature_selection = feature_selection
+        self.append_original = append_original
 
     # ---------------------------------------------------------------- fit helpers
 
@@ -336,8 +339,14 @@ class PFNEstimatorBase(BaseEstimator):
         modes = member_modes(self.preprocessing, n_members)
         mask = self.categorical_mask_
         self.transforms_ = fit_transforms(modes, mask, x, rng)
-        pre = {mode: t.transform(x) for mode, t in self.transforms_.items()}
         f_model = self.model_.feature_limit
+        numeric = np.flatnonzero(~mask)
+        # the numeric columns as given, appended to every member's preprocessed view when
+        # the widened table still fits the checkpoint (row-token checkpoints only)
+        fits = f_model is not None and x.shape[1] + numeric.size <= f_model
+        self.appended_ = numeric if self.append_original and fits else numeric[:0]
+        mask = np.concatenate([mask, np.zeros(self.appended_.size, dtype=bool)])
+        pre = self._member_inputs(x)
         if f_model is None:  # every column of every view
             f_model = max(view.shape[1] for view in pre.values())
         self.members_: list[Member] = []
@@ -349,6 +358,15 @@ class PFNEstimatorBase(BaseEstimator):
         cats = np.stack([mb.features.categorical(mask) for mb in self.members_])
         return views.astype(np.float32), cats
 
+    def _member_inputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Encoded rows (n, d) -> each preprocessing's columns (n, d + appended)."""
+        pre = {mode: t.transform(x) for mode, t in self.transforms_.items()}
+        appended = getattr(self, "appended_", None)  # absent in pickles of older fits
+        if appended is None or appended.size == 0:
+            return pre
+        raw = x[:, appended].astype(np.float32)
+        return {mode: np.concatenate([v, raw], axis=1) for mode, v in pre.items()}
+
     def _member_code(self, rng: np.random.RandomState) -> np.ndarray | None:
         return None
 
@@ -357,7 +375,7 @@ class PFNEstimatorBase(BaseEstimator):
 
     def _member_logits(self, x: np.ndarray) -> torch.Tensor:
         """Logits (n_members, M, K) of every member for encoded test rows x (M, d)."""
-        pre = {mode: t.transform(x) for mode, t in self.transforms_.items()}
+        pre = self._member_inputs(x)
         views = np.stack([mb.features.apply(pre[mb.mode]) for mb in self.members_])
         return self.context_.logits(views.astype(np.float32))
 

@@ -20,7 +20,7 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
     Parameters are those of PFNClassifier (``checkpoint``, ``n_estimators``,
     ``softmax_temperature``, ``device``, ``random_state``, ``ignore_pretraining_limits``,
     ``max_context``, ``preprocessing``, ``context``, ``fine_tune``, ``feature_reduction``,
-    ``categorical_encoding``, ``feature_selection``),
+    ``categorical_encoding``, ``feature_selection``, ``append_original``),
     except that ``softmax_temperature`` defaults to
     1.0 (the PFN's posterior predictive as trained) and ``feature_selection`` to "cv": the
     bundled regressor loses much of its accuracy to weak columns (friedman1's five noise
@@ -55,6 +55,7 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
         feature_reduction: str = "subset",
         categorical_encoding: str = "cv",
         feature_selection: str = "cv",
+        append_original: bool = False,
     ) -> None:
         # temperature 1: the PFN's output is a posterior predictive; sharpening it would
         # trade calibration (NLL) for nothing a point prediction needs
@@ -72,6 +73,7 @@ class PFNRegressor(RegressorMixin, PFNEstimatorBase):
             feature_reduction=feature_reduction,
             categorical_encoding=categorical_encoding,
             feature_selection=feature_selection,
+            append_original=append_original,
         )
 
     def fit(self, X: Any, y: Any) -> PFNRegressor:
