@@ -310,7 +310,7 @@ def fine_tune_option(seconds: float | None, lr: float | None) -> Any:
 
 def pfn_options(n_estimators: int | None, append_original: bool = False) -> dict[str, Any]:
     """The PFNs' keyword arguments for --n-estimators and --append-original (none given:
-    their defaults)."""
+    their defaults); parse_args stores them as ``args.pfn_options``."""
     options: dict[str, Any] = {} if n_estimators is None else {"n_estimators": n_estimators}
     if append_original:
         options["append_original"] = True
@@ -323,16 +323,16 @@ def make_classifier(
     checkpoints: dict[str, str],
     temperature: Any = "auto",
     fine_tune: Any = False,
-    n_estimators: int | None = None,
-    append_original: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> Any:
+    """A classifier by model key; ``options``: further PFNClassifier keyword arguments."""
     if key in checkpoints:
         return PFNClassifier(
             checkpoint=checkpoints[key],
             random_state=seed,
             softmax_temperature=temperature,
             fine_tune=fine_tune,
-            **pfn_options(n_estimators, append_original),
+            **(options or {}),
         )
     est = {
         "linear": lambda: LogisticRegression(max_iter=1000),
@@ -348,15 +348,15 @@ def make_regressor(
     seed: int,
     checkpoint: str,
     fine_tune: Any = False,
-    n_estimators: int | None = None,
-    append_original: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> Any:
+    """A regressor by model key; ``options``: further PFNRegressor keyword arguments."""
     if key == "pfn":
         return PFNRegressor(
             checkpoint=checkpoint,
             random_state=seed,
             fine_tune=fine_tune,
-            **pfn_options(n_estimators, append_original),
+            **(options or {}),
         )
     est = {
         "linear": lambda: Ridge(),
@@ -467,8 +467,7 @@ def run_classification(name: str, loader: Callable, args: argparse.Namespace, co
                 args.clf_checkpoints,
                 args.softmax_temperature,
                 args.fine_tune_option,
-                args.n_estimators,
-                args.append_original,
+                args.pfn_options,
             )
 
             def fit_predict(est=est, Xtr=Xtr, ytr=ytr, Xte=Xte):
@@ -521,12 +520,7 @@ def run_regression(
         Xtr, Xte, ytr, yte = split(X, y, seed, stratify=False)
         for key in args.models:
             est = make_regressor(
-                key,
-                seed,
-                args.reg_checkpoint,
-                args.fine_tune_option,
-                args.n_estimators,
-                args.append_original,
+                key, seed, args.reg_checkpoint, args.fine_tune_option, args.pfn_options
             )
 
             def fit_predict(est=est, Xtr=Xtr, ytr=ytr, Xte=Xte):
@@ -588,7 +582,7 @@ def speed_line(args: argparse.Namespace) -> str | None:
                 est = PFNClassifier(
                     checkpoint=args.clf_checkpoints[key],
                     random_state=run,
-                    **pfn_options(args.n_estimators, args.append_original),
+                    **args.pfn_options,
                 )
             else:
                 est = HistGradientBoostingClassifier(random_state=run)
@@ -848,6 +842,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.fine_tune_lr is not None and not args.fine_tune_lr > 0:
         p.error(f"--fine-tune-lr must be > 0. Got {args.fine_tune_lr}")
     args.fine_tune_option = fine_tune_option(args.fine_tune, args.fine_tune_lr)
+    args.pfn_options = pfn_options(args.n_estimators, args.append_original)
     if args.quick:
         args.splits = 1
     return args
