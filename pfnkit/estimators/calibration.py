@@ -259,7 +259,8 @@ def calibrate_temperature(
     training's streams) with a log-uniform number of training rows in [min_rows, max_rows]
     (default: the checkpoint's context limit) and ``test_rows`` query rows; query rows of a
     class absent from the training rows are dropped (no classifier can predict them).
-    ``PFNClassifier`` (``n_estimators`` members, its other defaults) fits the training rows;
+    ``PFNClassifier`` (``n_estimators`` members, its other defaults, including how it
+    averages them) fits the training rows;
     its members' logits for the query rows are kept, and every grid temperature is scored
     on them. The temperature with the lowest mean log loss (each table weighted equally)
     is chosen.
@@ -380,6 +381,8 @@ def calibrate_temperature(
         "rows": [low, top],
         "test_rows": int(test_rows),
         "n_estimators": int(n_estimators),
+        # how the members were averaged (PFNClassifier's default when calibrated)
+        "average_before_softmax": bool(PFNClassifier().average_before_softmax),
         "grid": [float(temps.min()), float(temps.max()), int(temps.size)],
         "seconds": round(time.perf_counter() - t0, 1),
     }

@@ -34,7 +34,8 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
         checkpoint: "default" (the bundled tabular checkpoint), a run directory, a .pt or
             .safetensors file, or a loaded PFN.
         n_estimators: ensemble members (feature/class permutations, alternating
-            quantile / power / no preprocessing), averaged after the softmax.
+            quantile / power / no preprocessing), averaged as ``average_before_softmax``
+            says.
         softmax_temperature: each member's logits are divided by this before its softmax
             (below 1 sharpens, above 1 flattens). "auto" (the default): the temperature
             stored on the checkpoint's card by ``pfnkit calibrate`` (chosen on held-out
@@ -88,11 +89,19 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
             held-out real tables (0.600 -> 0.592 at 1,000 rows), but ROC AUC rose on the
             dev sets only (0.8774 -> 0.8783) and fell on the held-out ones (0.7977 ->
             0.7950): see the README.
+        average_before_softmax: True (the default): the members' class probabilities are
+            averaged in log space (their normalised geometric mean, as a softmax of the
+            averaged log-probabilities); False: arithmetically, after each member's softmax.
+            The log-space mean is what decodes the error-correcting codes of tables with
+            more classes than the checkpoint: each member's evidence multiplies, so a class
+            must be likely under every member's grouping of the classes. With the bundled
+            classifier: portal_genus (15 classes) ROC AUC 0.835 -> 0.955 at 1,000 training
+            rows; KEEL dev sets log loss 0.436 -> 0.425, mean AUC 0.8774 -> 0.8778 (README).
 
     More classes than the checkpoint supports are handled by error-correcting output codes:
     each member maps the classes onto the checkpoint's classes at random, and a class's
     probability is its meta-class's probability shared among the classes mapped to it,
-    averaged over members (a proper, calibrated-by-construction distribution).
+    averaged over members (see ``average_before_softmax``).
 
     Attributes:
         softmax_temperature_: the temperature ``predict_proba`` uses.
@@ -107,7 +116,44 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
             StrOptions({"auto", "cv"}),
             TemperatureCV,
         ],
+        "average_before_softmax": ["boolean"],
     }
+
+    def __init__(
+        self,
+        checkpoint: Any = "default",
+        n_estimators: int = 8,
+        softmax_temperature: Any = "auto",
+        device: str = "auto",
+        random_state: Any = 0,
+        ignore_pretraining_limits: bool = False,
+        max_context: int | None = None,
+        preprocessing: str = "alternate",
+        context: Any = "auto",
+        fine_tune: Any = False,
+        feature_reduction: str = "subset",
+        categorical_encoding: str = "cv",
+        feature_selection: str = "none",
+        append_original: bool = False,
+        average_before_softmax: bool = True,
+    ) -> None:
+        super().__init__(
+            checkpoint=checkpoint,
+            n_estimators=n_estimators,
+            softmax_temperature=softmax_temperature,
+            device=device,
+            random_state=random_state,
+            ignore_pretraining_limits=ignore_pretraining_limits,
+            max_context=max_context,
+            preprocessing=preprocessing,
+            context=context,
+            fine_tune=fine_tune,
+            feature_reduction=feature_reduction,
+            categorical_encoding=categorical_encoding,
+            feature_selection=feature_selection,
+            append_original=append_original,
+        )
+        self.average_before_softmax = average_before_softmax
 
     def fit(self, X: Any, y: Any) -> PFNClassifier:
         self._validate_params()
@@ -165,16 +211,25 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
 
     def _proba_from_logits(self, logits: torch.Tensor, temperature: float) -> np.ndarray:
         """Class probabilities (M, n_classes) from the members' logits at a temperature:
-        one forward pass serves every temperature (calibration and CV try many)."""
-        p_meta = torch.softmax(logits / temperature, dim=-1).numpy()
-        proba = np.zeros((p_meta.shape[1], len(self.classes_)))
-        for member, p in zip(self.members_, p_meta):
+        one forward pass serves every temperature (calibration and CV try many).
+
+        A member's class probability is its meta class's probability shared equally among
+        the classes mapped to it (with at most as many classes as the checkpoint's, each
+        class is its own meta class). The members' class probabilities are averaged in
+        log space (a normalised geometric mean) with ``average_before_softmax``, else
+        arithmetically."""
+        log_meta = torch.log_softmax(logits / temperature, dim=-1).double().numpy()
+        out = np.zeros((log_meta.shape[1], len(self.classes_)))
+        for member, lp in zip(self.members_, log_meta):
             code = member.code
             assert code is not None
             share = np.bincount(code, minlength=self._n_meta)[code]  # classes per meta class
-            proba += p[:, code] / share
-        proba /= len(self.members_)
-        return proba / proba.sum(1, keepdims=True)
+            log_p = lp[:, code] - np.log(share)
+            out += log_p if self.average_before_softmax else np.exp(log_p)
+        if self.average_before_softmax:
+            # the mean log-probability, normalised (a softmax of the averaged log-probabilities)
+            out = np.exp(out / len(self.members_) - out.max(1, keepdims=True) / len(self.members_))
+        return out / out.sum(1, keepdims=True)
 
     def predict(self, X: Any) -> np.ndarray:
         proba = self.predict_proba(X)
