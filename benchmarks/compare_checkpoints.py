@@ -12,12 +12,13 @@ split in the same run.
 Prints ROC AUC / log loss / fit + predict seconds per table and size, then per checkpoint
 and size the mean ROC AUC, mean log loss and median seconds. ``--categorical-encoding``
 with several values (``ordinal,cv``) runs each checkpoint under each, as its own column;
-so does ``--append-original false,true``.
+so do ``--append-original false,true`` and ``--average-before-softmax true,false``.
 
     python benchmarks/compare_checkpoints.py OLD.safetensors NEW.safetensors
     python benchmarks/compare_checkpoints.py default runs/x.safetensors --train-rows 1000
     python benchmarks/compare_checkpoints.py default --categorical-encoding ordinal,cv
     python benchmarks/compare_checkpoints.py default --append-original false,true
+    python benchmarks/compare_checkpoints.py default --average-before-softmax true,false
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ from context_length import (  # noqa: E402
 )
 
 
+def bool_list(p: argparse.ArgumentParser, flag: str, value: str) -> list[bool]:
+    """A comma list of true/false for a boolean PFNClassifier parameter."""
+    words = [v.strip().lower() for v in value.split(",")]
+    if any(v not in ("true", "false") for v in words):
+        p.error(f"{flag} takes true and/or false (comma-separated); got {value!r}")
+    return [v == "true" for v in words]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoints", nargs="+", help="classification checkpoints ('default' too)")
@@ -50,14 +59,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--append-original",
+        default="false",
+        help="comma list of PFNClassifier append_original values, true/false (default: false)",
+    )
+    p.add_argument(
+        "--average-before-softmax",
         default="true",
-        help="comma list of PFNClassifier append_original values, true/false (default: true)",
+        help="comma list of PFNClassifier average_before_softmax values (default: true)",
     )
     add_table_options(p)
     args = p.parse_args(argv)
-    appends = [v.strip().lower() for v in args.append_original.split(",")]
-    if any(v not in ("true", "false") for v in appends):
-        p.error(f"--append-original takes true and/or false; got {args.append_original!r}")
+    appends = bool_list(p, "--append-original", args.append_original)
+    averages = bool_list(p, "--average-before-softmax", args.average_before_softmax)
 
     import torch
 
@@ -71,18 +84,20 @@ def main(argv: list[str] | None = None) -> None:
         stems = list(args.checkpoints)
     encodings = args.categorical_encoding.split(",")
     columns = [
-        (s, c, e, a == "true")
+        (s, c, e, a, g)
         for s, c in zip(stems, args.checkpoints, strict=True)
         for e in encodings
         for a in appends
+        for g in averages
     ]
     names = [
         " ".join(
             [s]
             + ([e] if len(encodings) > 1 else [])
             + ([f"append_original={a}"] if len(appends) > 1 else [])
+            + ([f"average_before_softmax={g}"] if len(averages) > 1 else [])
         )
-        for s, _, e, a in columns
+        for s, _, e, a, g in columns
     ]
     tables = real_classification_tables(args.data_root, args.datasets)
     print("| table | rows | " + " | ".join(f"{n} AUC / log loss / s" for n in names) + " |")
@@ -93,12 +108,15 @@ def main(argv: list[str] | None = None) -> None:
             if n > len(y_rest):
                 continue
             cells = []
-            for name, (_, checkpoint, encoding, append) in zip(names, columns, strict=True):
+            for name, (_, checkpoint, encoding, append, average) in zip(
+                names, columns, strict=True
+            ):
                 est = PFNClassifier(
                     checkpoint=checkpoint,
                     random_state=0,
                     categorical_encoding=encoding,
                     append_original=append,
+                    average_before_softmax=average,
                 )
                 auc, ll, seconds = fit_and_score(est, X_rest.iloc[:n], y_rest[:n], X_test, y_test)
                 results.setdefault((name, n), []).append((auc, ll, seconds))

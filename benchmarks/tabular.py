@@ -467,7 +467,7 @@ def run_classification(name: str, loader: Callable, args: argparse.Namespace, co
                 args.clf_checkpoints,
                 args.softmax_temperature,
                 args.fine_tune_option,
-                args.pfn_options,
+                args.clf_options,
             )
 
             def fit_predict(est=est, Xtr=Xtr, ytr=ytr, Xte=Xte):
@@ -582,7 +582,7 @@ def speed_line(args: argparse.Namespace) -> str | None:
                 est = PFNClassifier(
                     checkpoint=args.clf_checkpoints[key],
                     random_state=run,
-                    **args.pfn_options,
+                    **args.clf_options,
                 )
             else:
                 est = HistGradientBoostingClassifier(random_state=run)
@@ -807,6 +807,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="the PFNs get append_original=True (numeric columns also as given)",
     )
+    p.add_argument(
+        "--arithmetic-average",
+        action="store_true",
+        help="PFNClassifier gets average_before_softmax=False (members averaged after softmax)",
+    )
     p.add_argument("--models", nargs="+", default=list(MODELS), help=f"subset of {MODELS}")
     p.add_argument("--quick", action="store_true", help="2 data sets (+ diabetes), 1 split")
     p.add_argument("--out", type=Path, help="also write the tables to this markdown file")
@@ -843,6 +848,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--fine-tune-lr must be > 0. Got {args.fine_tune_lr}")
     args.fine_tune_option = fine_tune_option(args.fine_tune, args.fine_tune_lr)
     args.pfn_options = pfn_options(args.n_estimators, args.append_original)
+    args.clf_options = dict(args.pfn_options)  # the classifier's: these and its own
+    if args.arithmetic_average:
+        args.clf_options["average_before_softmax"] = False
     if args.quick:
         args.splits = 1
     return args
@@ -872,6 +880,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.softmax_temperature!r}, fine_tune={args.fine_tune_option!r}, "
         f"n_estimators={args.n_estimators or 'default'}"
         + (", append_original=True" if args.append_original else "")
+        + (", classifier average_before_softmax=False" if args.arithmetic_average else "")
         + "; "
         f"{args.splits} split(s) of 50/50, training "
         f"half capped at {TRAIN_CAP} rows, test half at {TEST_CAP}; {args.threads} thread(s); "
