@@ -382,7 +382,7 @@ def calibrate_temperature(
         "test_rows": int(test_rows),
         "n_estimators": int(n_estimators),
         # how the members were averaged (PFNClassifier's default when calibrated)
-        "average_before_softmax": bool(PFNClassifier().average_before_softmax),
+        "average_before_softmax": bool(est.average_before_softmax),
         "grid": [float(temps.min()), float(temps.max()), int(temps.size)],
         "seconds": round(time.perf_counter() - t0, 1),
     }

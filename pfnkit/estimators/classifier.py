@@ -227,8 +227,9 @@ class PFNClassifier(ClassifierMixin, PFNEstimatorBase):
             log_p = lp[:, code] - np.log(share)
             out += log_p if self.average_before_softmax else np.exp(log_p)
         if self.average_before_softmax:
-            # the mean log-probability, normalised (a softmax of the averaged log-probabilities)
-            out = np.exp(out / len(self.members_) - out.max(1, keepdims=True) / len(self.members_))
+            # a softmax of the mean log-probabilities (normalised below)
+            mean = out / len(self.members_)
+            out = np.exp(mean - mean.max(1, keepdims=True))
         return out / out.sum(1, keepdims=True)
 
     def predict(self, X: Any) -> np.ndarray:

@@ -163,10 +163,10 @@ class YeoJohnson:
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """The fitted transform of x (rows, features); NaN stays NaN, and a value too large
-        for its column's lambda becomes inf (the caller decides what that means)."""
+        """The fitted transform of x (rows, features); NaN stays NaN (log1p propagates it),
+        and a value too large for its column's lambda becomes inf (the caller decides what
+        that means)."""
         x = np.asarray(x, dtype=np.float64)
         sign = np.where(x >= 0, 1.0, -1.0)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            out = (_psi(np.log1p(np.abs(x)), sign, self.lambdas_) - self.mean_) / self.scale_
-        return np.where(np.isnan(x), np.nan, out)
+            return (_psi(np.log1p(np.abs(x)), sign, self.lambdas_) - self.mean_) / self.scale_
