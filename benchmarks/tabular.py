@@ -50,7 +50,9 @@ of fit + predict_proba. ``--softmax-temperature`` sets the PFNClassifier's (defa
 the checkpoint card's calibrated value, else 0.9; "cv": tuned by 5-fold CV on the training
 half; or a number).
 
-Regression metrics: RMSE of the point prediction (the predictive mean), nRMSE = RMSE /
+Regression metrics: RMSE of the point prediction (the predictive mean; for the PFN within
+its default ``target_bounds``, and with ``--unbounded-mean`` also that of the plain mean of
+the same fit, column "PFN, unbounded mean", which shares its NLL), nRMSE = RMSE /
 standard deviation of that split's test targets (comparable across data sets: 1.0 is the
 test mean's RMSE), and NLL, the mean negative log-likelihood per test point (nats, in the
 target's units):
@@ -147,6 +149,7 @@ from threadpoolctl import threadpool_limits
 import pfnkit
 from pfnkit import PFNClassifier, PFNRegressor
 from pfnkit.estimators.calibration import expected_calibration_error
+from pfnkit.model.heads import BarDistribution
 from pfnkit.tuning import FineTune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -160,7 +163,14 @@ SPEED_RUNS = 5
 MODELS = ("pfn", "linear", "rf", "hgb", "knn")
 ALIASES = {"lr": "linear", "logreg": "linear", "ridge": "linear", "pfnclassifier": "pfn"}
 CLF_NAMES = {"pfn": "PFN", "linear": "LogReg", "rf": "RF", "hgb": "HGB", "knn": "kNN"}
-REG_NAMES = {"pfn": "PFN", "linear": "Ridge", "rf": "RF", "hgb": "HGB", "knn": "kNN"}
+REG_NAMES = {
+    "pfn": "PFN",
+    "pfn-unbounded": "PFN, unbounded mean",
+    "linear": "Ridge",
+    "rf": "RF",
+    "hgb": "HGB",
+    "knn": "kNN",
+}
 SKLEARN_CLF: dict[str, Callable[..., Any]] = {
     "sk-breast_cancer": load_breast_cancer,
     "sk-wine": load_wine,
@@ -367,6 +377,16 @@ def make_regressor(
     return make_pipeline(*preprocessor(scale=key in ("linear", "knn")), est)
 
 
+def unbounded_mean(est: PFNRegressor, X: Any) -> np.ndarray:
+    """The mean of a fitted PFNRegressor's predictive distribution without its
+    target_bounds (from the same members: no second fit)."""
+    full = est.predict(X, output_type="full")
+    mu, sd = est.y_mean_, est.y_std_
+    dist = BarDistribution(torch.as_tensor((full["borders"] - mu) / sd))
+    logits = torch.log(torch.as_tensor(full["probabilities"]).clamp_min(1e-30))
+    return dist.mean(logits).double().numpy() * sd + mu
+
+
 def gaussian_nll(y: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
     return 0.5 * (np.log(2 * math.pi * var) + (y - mean) ** 2 / var)
 
@@ -541,22 +561,26 @@ def run_regression(
                 failures.append(f"{name} / {REG_NAMES[key]} / split {seed}: {exc!r}")
                 log(traceback.format_exc())
                 continue
-            rmse = float(np.sqrt(np.mean((yte - mean) ** 2)))
             sd = float(np.std(yte))
-            records.append(
-                {
-                    "dataset": name,
-                    "model": key,
-                    "seed": seed,
-                    "n_train": len(ytr),
-                    "n_test": len(yte),
-                    "rmse": rmse,
-                    "nrmse": rmse / sd,
-                    "nll": float(np.mean(nll)),
-                    "nll_std": float(np.mean(nll)) - math.log(sd),
-                    "time": elapsed,
-                }
-            )
+            means = {key: mean}
+            if key == "pfn" and args.unbounded_mean:  # same fit: the plain predictive mean
+                means["pfn-unbounded"] = unbounded_mean(est, Xte)
+            for model, pred in means.items():
+                rmse = float(np.sqrt(np.mean((yte - pred) ** 2)))
+                records.append(
+                    {
+                        "dataset": name,
+                        "model": model,
+                        "seed": seed,
+                        "n_train": len(ytr),
+                        "n_test": len(yte),
+                        "rmse": rmse,
+                        "nrmse": rmse / sd,
+                        "nll": float(np.mean(nll)),
+                        "nll_std": float(np.mean(nll)) - math.log(sd),
+                        "time": elapsed,
+                    }
+                )
         done = [r for r in records if r["seed"] == seed]
         log(
             f"    split {seed}: "
@@ -812,6 +836,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="PFNClassifier gets average_before_softmax=False (members averaged after softmax)",
     )
+    p.add_argument(
+        "--unbounded-mean",
+        action="store_true",
+        help="regression: also a column 'PFN, unbounded mean' (PFNRegressor's predictive "
+        "mean without target_bounds, from the same fit)",
+    )
     p.add_argument("--models", nargs="+", default=list(MODELS), help=f"subset of {MODELS}")
     p.add_argument("--quick", action="store_true", help="2 data sets (+ diabetes), 1 split")
     p.add_argument("--out", type=Path, help="also write the tables to this markdown file")
@@ -911,7 +941,13 @@ def main(argv: list[str] | None = None) -> int:
             pd.DataFrame(clf_records), args.clf_models, args.clf_names
         )
     if reg_records:
-        sections += regression_tables(pd.DataFrame(reg_records), args.models)
+        reg_models = [
+            k
+            for m in args.models
+            for k in (m, "pfn-unbounded")
+            if k != "pfn-unbounded" or m == "pfn"
+        ]
+        sections += regression_tables(pd.DataFrame(reg_records), reg_models)
     if speed:
         sections.append(speed)
     notes = counter.lines() + [f"failed: {f}" for f in failures]

@@ -90,3 +90,28 @@ def test_cdf_inverts_quantile_including_tails():
         y = bars.quantile(logits, q)
         assert torch.allclose(bars.cdf(logits, y), torch.full_like(y, q), atol=1e-4)
     assert torch.all(bars.cdf(logits, -1e6) < 1e-6) and torch.all(bars.cdf(logits, 1e6) > 1 - 1e-6)
+
+
+@pytest.mark.parametrize(
+    "low,high",
+    [(-1e9, 1e9), (-0.7, 0.8), (-30.0, 0.25), (-1.5, 1.5), (1.3, 1.3), (-9.0, -4.0), (3.0, 7.0)],
+)
+def test_clipped_mean_matches_numerics(dist, low, high):
+    """E[clip(Y, low, high)] by integration of the density, bounds inside buckets, in
+    both tails, equal, and beyond the borders; unbounded it is the mean."""
+    logits = torch.randn(4, 6) * 2
+    y = torch.linspace(-40, 40, 800_001)
+    dens = torch.exp(-dist.nll(logits[:, None, :].expand(4, y.numel(), 6), y.expand(4, -1)))
+    want = torch.trapezoid(dens * y.clamp(low, high), y, dim=-1)
+    got = dist.clipped_mean(logits, low, high)
+    assert torch.allclose(got, want, atol=2e-3), (got, want)
+    if low < -100:
+        assert torch.allclose(got, dist.mean(logits), atol=1e-5)
+    # per-row bounds broadcast
+    rows = dist.clipped_mean(logits, torch.full((4,), low), torch.full((4,), high))
+    assert torch.allclose(rows, got)
+
+
+def test_clipped_mean_rejects_crossed_bounds(dist):
+    with pytest.raises(InvalidConfigError, match="low <= high"):
+        dist.clipped_mean(torch.zeros(6), 1.0, 0.0)

@@ -102,6 +102,45 @@ class BarDistribution(nn.Module):
         )
         return p @ mids
 
+    def _mean_below(self, c: torch.Tensor) -> torch.Tensor:
+        """E[min(Y_k, c)] for each bucket's own distribution Y_k: (..., K) for c (...)."""
+        b = self.borders.double()
+        lo, hi = b[:-1], b[1:]
+        c = c.double()[..., None]
+        # interior buckets, uniform on [lo, hi]: c below, the midpoint above, else in part
+        part = ((c.square() - lo.square()) / 2 + c * (hi - c)) / (hi - lo)
+        inner = torch.where(c <= lo, c, torch.where(c >= hi, (lo + hi) / 2, part))
+        s_lo, s_hi = (s.double() for s in self._tail_scales())
+        phi0 = 1 / math.sqrt(2 * math.pi)
+
+        def normal_pdf(v: torch.Tensor) -> torch.Tensor:
+            return phi0 * torch.exp(-0.5 * v.square())
+
+        # right tail Y = b_K + T, T = s|Z|: E[min(T, u)] = 2 s (v Phi(-v) - phi(v) + phi(0))
+        v = ((c[..., 0] - b[-2]) / s_hi).clamp_min(0)
+        right = b[-2] + 2 * s_hi * (v * torch.special.ndtr(-v) - normal_pdf(v) + phi0)
+        right = torch.where(c[..., 0] <= b[-2], c[..., 0], right)
+        # left tail Y = b_1 - T: min(Y, c) = c - (c - Y)+, E[(T - d)+] = 2 s (phi(v) - v Phi(-v))
+        v = ((b[1] - c[..., 0]) / s_lo).clamp_min(0)
+        left = c[..., 0] - 2 * s_lo * (normal_pdf(v) - v * torch.special.ndtr(-v))
+        left = torch.where(c[..., 0] >= b[1], b[1] - s_lo * math.sqrt(2 / math.pi), left)
+        return torch.cat([left[..., None], inner[..., 1:-1], right[..., None]], dim=-1)
+
+    def clipped_mean(
+        self, logits: torch.Tensor, low: float | torch.Tensor, high: float | torch.Tensor
+    ) -> torch.Tensor:
+        """E[clip(Y, low, high)]: the mean of the predictive with the mass beyond [low, high]
+        moved onto those bounds (exact for the uniform buckets and half-normal tails).
+        ``low``/``high`` are floats or tensors broadcastable to logits[..., 0]; low <= high."""
+        p = logits.double().softmax(-1)
+        low_t = torch.as_tensor(low, dtype=torch.float64).expand(p.shape[:-1])
+        high_t = torch.as_tensor(high, dtype=torch.float64).expand(p.shape[:-1])
+        if bool((low_t > high_t).any()):
+            raise InvalidConfigError("clipped_mean needs low <= high.")
+        # min(max(Y, low), high) = min(Y, high) - min(Y, low) + low
+        per_bar = self._mean_below(high_t) - self._mean_below(low_t)
+        return ((p * per_bar).sum(-1) + low_t).float()
+
     def variance(self, logits: torch.Tensor) -> torch.Tensor:
         """Predictive variance (law of total variance over buckets)."""
         p = logits.float().softmax(-1)
