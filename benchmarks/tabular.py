@@ -149,7 +149,6 @@ from threadpoolctl import threadpool_limits
 import pfnkit
 from pfnkit import PFNClassifier, PFNRegressor
 from pfnkit.estimators.calibration import expected_calibration_error
-from pfnkit.model.heads import BarDistribution
 from pfnkit.tuning import FineTune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -380,11 +379,8 @@ def make_regressor(
 def unbounded_mean(est: PFNRegressor, X: Any) -> np.ndarray:
     """The mean of a fitted PFNRegressor's predictive distribution without its
     target_bounds (from the same members: no second fit)."""
-    full = est.predict(X, output_type="full")
-    mu, sd = est.y_mean_, est.y_std_
-    dist = BarDistribution(torch.as_tensor((full["borders"] - mu) / sd))
-    logits = torch.log(torch.as_tensor(full["probabilities"]).clamp_min(1e-30))
-    return dist.mean(logits).double().numpy() * sd + mu
+    logp, dist = est._distribution(X)
+    return est._to_y(dist.mean(logp).numpy())
 
 
 def gaussian_nll(y: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -941,11 +937,9 @@ def main(argv: list[str] | None = None) -> int:
             pd.DataFrame(clf_records), args.clf_models, args.clf_names
         )
     if reg_records:
+        # "PFN, unbounded mean" (--unbounded-mean) next to the PFN
         reg_models = [
-            k
-            for m in args.models
-            for k in (m, "pfn-unbounded")
-            if k != "pfn-unbounded" or m == "pfn"
+            k for m in args.models for k in ((m, "pfn-unbounded") if m == "pfn" else (m,))
         ]
         sections += regression_tables(pd.DataFrame(reg_records), reg_models)
     if speed:

@@ -27,9 +27,6 @@ from tabular import unbounded_mean  # noqa: E402
 
 from pfnkit import PFNRegressor  # noqa: E402
 
-torch.set_num_threads(1)
-warnings.filterwarnings("ignore")
-
 
 def skewed(n, random_state):
     rng = np.random.default_rng(random_state)
@@ -54,6 +51,8 @@ gens = {
 
 
 def main() -> None:
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
     tot: dict[str, list[float]] = {"b": [], "u": []}
     print("| table | nRMSE, unbounded mean | nRMSE, bounded (default) |")
     print("|:---|---:|---:|")
