@@ -284,14 +284,13 @@ def test_the_bundled_classifier_reads_parity_the_v1_network_missed():
 
     Measured accuracy / NLL: v2 0.712 / 0.604; v3-deep (v2 grown to 8 layers, 4,143 steps
     more) 0.682 / 0.648; v3-deep2 (3,173 steps more) 0.673 / 0.657; v3-deep3 (4,167 more)
-    0.661 / 0.658; v3-deep4 (bundled, 3,221 more) 0.649 / 0.661 (v1: 0.611 / 0.657).
-    Parity is the rule the continuations on the same prior keep losing, while the held-out
-    NLL of the prior's rule tables as a whole, tic-tac-toe and the real tables improve
-    (README, "The bundled classifier now"). The bound was 0.65 until v3-deep4 failed it;
-    v3-deep4 was bundled anyway for its gains elsewhere, and the bound now guards a margin
-    of 0.03 over v1 against a further loss."""
+    0.661 / 0.658; v3-deep4 (3,221 more) 0.649 / 0.661; v3-deep5 (bundled, 3,540 more with
+    parity drawn twice as often among the rule families) 0.698 / 0.645 (v1: 0.611 / 0.657).
+    The continuations on the even mix kept losing parity while the prior's rule tables as
+    a whole, tic-tac-toe and the real tables improved; v3-deep4 fell below this bound (then
+    lowered to 0.64) and v3-deep5's mix won the skill back, so the bound is 0.65 again."""
     from pfnkit.train.checkpoint import bundled_checkpoint_path, load_checkpoint
 
     net = load_checkpoint(bundled_checkpoint_path("tabular-clf.safetensors", "the test"))
     acc, _ = _accuracy_and_nll(net)
-    assert acc > 0.64, acc
+    assert acc > 0.65, acc
