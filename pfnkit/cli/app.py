@@ -103,6 +103,7 @@ def train_prior(
 
         from pfnkit.exceptions import InvalidConfigError
         from pfnkit.train import Trainer
+        from pfnkit.train.distributed import shutdown_distributed
         from pfnkit.train.recipe import load_recipe, make_run
 
         if threads is not None:
@@ -192,6 +193,7 @@ def train_prior(
             trainer = Trainer(p, model_cfg, train_cfg, out_dir, overwrite=overwrite)
         max_seconds = None if max_minutes is None else 60.0 * max_minutes
         _train_with_progress(trainer, quiet, max_seconds=max_seconds, fit_steps=fit_steps)
+        shutdown_distributed(trainer.dist)  # after a run that ended normally on every rank
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:

@@ -58,3 +58,13 @@ def any_across_ranks(flag: bool, info: DistInfo, device: torch.device) -> bool:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def shutdown_distributed(info: DistInfo) -> None:
+    """Leave the process group at the end of a run: every rank waits for the others, then
+    destroys the group, so that no rank exits while a peer's gloo threads still talk to it
+    (without this, a loaded machine saw a rank abort at exit: "terminate called without an
+    active exception", after the run had finished and saved)."""
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
