@@ -61,10 +61,14 @@ def barrier(info: DistInfo) -> None:
 
 
 def shutdown_distributed(info: DistInfo) -> None:
-    """Leave the process group at the end of a run: every rank waits for the others, then
-    destroys the group, so that no rank exits while a peer's gloo threads still talk to it
-    (without this, a loaded machine saw a rank abort at exit: "terminate called without an
-    active exception", after the run had finished and saved)."""
+    """Leave the process group at the end of a run that ended normally on every rank: wait
+    for the others, then destroy the group while the interpreter is fully alive.
+
+    A process that exits with the group open leaves gloo's worker threads to be torn down
+    during interpreter finalisation, which can abort it ("terminate called without an
+    active exception"; pytorch/pytorch#190489): a loaded CI machine saw that once, after
+    the run had finished and saved. Not called after an error, when a peer may never reach
+    the barrier."""
     if info.enabled and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
