@@ -37,6 +37,7 @@ def _sample(prior: RulePrior, b=32, n=200, f=12, step=0):
         RulePrior(families=("parity",), max_categories=2, **EXACT),
         RulePrior(families=("lookup", "decision_list"), max_classes=3, categorical_share=0.0),
         RulePrior(max_rule_cells=1, min_features=3, label_noise=0.3, missing_datasets=1.0),
+        RulePrior(onehot_share=1.0, max_categories=30, missing_datasets=1.0),
     ],
     ids=repr,
 )
@@ -144,6 +145,68 @@ def test_tables_look_like_real_tables():
     assert b.extras["rule_cells"].max() > 20
 
 
+def test_onehot_presentation_is_the_code_table_expanded():
+    # the one-hot draw comes after every other draw: the same generator gives the same
+    # table as codes (onehot_share=0) and, for the tables drawn one-hot, that table with
+    # its categorical columns of 3-10 seen categories expanded, as the estimators do
+    kw = dict(missing_datasets=0.5, missing_share=0.2)
+    codes = _sample(RulePrior(**kw), b=48, n=150, f=30)
+    hot = _sample(RulePrior(onehot_share=1.0, **kw), b=48, n=150, f=30)
+    assert torch.equal(hot.target_y, codes.target_y)
+    assert torch.equal(hot.extras["rule_cells"], codes.extras["rule_cells"])
+    expanded = hot.extras["onehot"]
+    assert 0 < int(expanded.sum()) < 48  # narrow tables expand, wide ones stay codes
+    for i in range(48):
+        x, d = codes.x[i], int(codes.n_features[i])
+        cat = codes.extras["categorical"][i]
+        if not bool(expanded[i]):
+            assert torch.equal(hot.x[i].nan_to_num(-9), x.nan_to_num(-9))
+            # a table left as codes has no column of 3-10 categories, or would not fit
+            seen = [int(torch.unique(x[:, j][~x[:, j].isnan()]).numel()) for j in range(d)]
+            wide = [j for j in range(d) if cat[j] and 3 <= seen[j] <= 10]
+            assert not wide or d + sum(seen[j] - 1 for j in wide) > 30
+            continue
+        wide = [
+            j for j in range(d)
+            if cat[j] and 3 <= torch.unique(x[:, j][~x[:, j].isnan()]).numel() <= 10
+        ]  # fmt: skip
+        kept = [j for j in range(d) if j not in wide]
+        xh, dh = hot.x[i], int(hot.n_features[i])
+        assert torch.equal(xh[:, : len(kept)].nan_to_num(-9), x[:, kept].nan_to_num(-9))
+        assert (xh[:, dh:] == 0).all() and dh <= 30
+        assert hot.extras["categorical"][i, :dh].tolist() == cat[kept].tolist() + [True] * (
+            dh - len(kept)
+        )
+        at = len(kept)
+        for j in wide:
+            levels = torch.unique(x[:, j][~x[:, j].isnan()])
+            block = xh[:, at : at + len(levels)]
+            at += len(levels)
+            missing = x[:, j].isnan()
+            assert block[missing].isnan().all() and not block[~missing].isnan().any()
+            assert (block[~missing].sum(1) == 1).all()  # exactly one category per row
+            assert torch.equal(levels[block[~missing].argmax(1)], x[~missing, j])
+        assert at == dh
+
+
+def test_onehot_share_zero_samples_exactly_as_before():
+    a = _sample(RulePrior(), b=16, n=100, f=20, step=3)
+    b = _sample(RulePrior(onehot_share=0.0), b=16, n=100, f=20, step=3)
+    assert torch.equal(a.x.nan_to_num(-9), b.x.nan_to_num(-9)) and "onehot" not in a.extras
+
+
+def test_onehot_recipe_is_the_deep_recipe_with_onehot_rule_tables():
+    from pfnkit.train.recipe import load_recipe
+
+    deep = load_recipe(ROOT / "priors" / "tabular-clf-deep.toml")
+    onehot = load_recipe(ROOT / "priors" / "tabular-clf-onehot.toml")
+    assert onehot["model"] == deep["model"] and onehot["train"] == deep["train"]
+    rules = onehot["prior"]["components"][3]
+    assert rules.pop("onehot_share") == 0.5
+    assert onehot["prior"] == deep["prior"]
+    check_prior(build_prior(load_recipe(ROOT / "priors" / "tabular-clf-onehot.toml")["prior"]))
+
+
 @pytest.mark.parametrize(
     "field, value, allowed",
     [
@@ -158,6 +221,8 @@ def test_tables_look_like_real_tables():
         ("categorical_share", Uniform(-0.1, 0.5), "a share in [0, 1]"),
         ("missing_datasets", math.nan, "a share in [0, 1]"),
         ("min_class_share", 0.5, "in [0, 0.5)"),
+        ("onehot_share", 1.5, "a probability in [0, 1]"),
+        ("onehot_share", Uniform(0.0, 1.0), "a probability in [0, 1]"),
     ],
 )
 def test_bad_hyperparameters_name_the_field(field, value, allowed):

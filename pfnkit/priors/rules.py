@@ -18,8 +18,10 @@ A cell test is ``cell == v``, ``cell != v``, ``cell in S`` for a categorical cel
 ``cell > t`` / ``cell <= t`` for a numeric one. Numeric cells are discretised into 2-4
 bins at random quantiles, so every test is a mask over a column's codes. Categorical
 cells are integer codes 0..k-1 stored as floats (``extras["categorical"]`` marks them),
-as ``TableEncoder`` presents real categorical columns; missing cells are NaN (the label
-is computed from the value before it went missing). Shares and noise are drawn per
+as ``TableEncoder`` presents real categorical columns, or (a share ``onehot_share`` of the
+tables) one 0/1 column per category, as ``categorical_encoding="onehot"`` presents them to
+the network; missing cells are NaN (the label is computed from the value before it went
+missing). Shares and noise are drawn per
 dataset from their hyperpriors; everything is vectorised over the batch.
 
 Shape legend: B batch, N rows, F features, K codes per column (max), L cell tests,
@@ -44,6 +46,7 @@ MAX_PARITY = 4
 MAX_LOOKUP = 3
 MAX_DLIST = 6
 NUM_BINS = 4  # numeric cells are cut into 2..NUM_BINS bins for the rule
+ONEHOT_MIN, ONEHOT_MAX = 3, 10  # categories of a column one-hot presented (as the estimators)
 RETRIES = 12  # redraws of a rule whose labels are (nearly) one class
 
 
@@ -68,6 +71,14 @@ class RulePrior:
             at least this share of the rows (so no table is all one class).
         missing_datasets: probability that a dataset has missing values.
         missing_share: share of its cells made missing (MCAR).
+        onehot_share: probability that a table's categorical columns of 3 to 10 categories
+            are presented one-hot, as ``PFNClassifier(categorical_encoding="onehot")``
+            presents real nominal columns: the other columns in order, then one 0/1 column
+            per category seen in the table (NaN across the block where the cell is
+            missing), when the widened table fits the batch's features (else codes). Such
+            tables have ``extras["onehot"]`` set; their ``rule_cells`` index the columns
+            before the expansion. 0 (the default) draws nothing extra, so recipes without
+            it sample exactly as before.
     """
 
     name: ClassVar[str] = "rules"
@@ -83,6 +94,7 @@ class RulePrior:
     min_class_share: float = 0.03
     missing_datasets: float = 0.3
     missing_share: Param = Uniform(0.01, 0.2)
+    onehot_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.task != "classification":
@@ -109,6 +121,12 @@ class RulePrior:
             _check_share(name, getattr(self, name))
         for name in ("missing_datasets",):
             _check_share(name, getattr(self, name))
+        value = self.onehot_share
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise InvalidConfigError(
+                f"RulePrior.onehot_share must be a probability in [0, 1] (0: categorical "
+                f"cells always as codes). Got {value!r}."
+            )
         if not isinstance(self.min_class_share, int | float) or not (
             0.0 <= self.min_class_share < 0.5
         ):
@@ -196,6 +214,11 @@ class RulePrior:
         x = x.masked_fill(mask & used[:, None, :], math.nan)
         x = x.masked_fill(~used[:, None, :], 0.0)
         rule_cells = torch.where(reads, rel, torch.full_like(rel, -1))
+        extras = {"rule_family": family, "rule_cells": rule_cells, "label_noise": noise}
+        if self.onehot_share > 0:
+            hot = torch.rand(b, generator=g) < self.onehot_share
+            x, n_feat, is_cat, hot = _onehot(x, n_feat, is_cat, k, hot)
+            extras["onehot"] = hot
         yf = y.float()
         return Batch(
             x=x.float(),
@@ -204,13 +227,48 @@ class RulePrior:
             single_eval_pos=shape.single_eval_pos,
             n_features=n_feat,
             n_classes=n_classes,
-            extras={
-                "categorical": is_cat,
-                "rule_family": family,
-                "rule_cells": rule_cells,
-                "label_noise": noise,
-            },
+            extras={"categorical": is_cat, **extras},
         )
+
+
+def _onehot(
+    x: torch.Tensor, n_feat: torch.Tensor, is_cat: torch.Tensor, k: torch.Tensor,
+    hot: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """Present the categorical columns of the tables ``hot`` (B,) one-hot where the table
+    holds ONEHOT_MIN..ONEHOT_MAX of their categories, as the estimators do: kept columns in
+    order, then a 0/1 block per expanded column, one column per category seen (NaN across
+    the block where the cell is missing), zeros after. A table whose widened width exceeds
+    F stays codes. Returns x, n_features, the categorical mask and the tables expanded."""
+    x, n_feat, is_cat, hot = x.clone(), n_feat.clone(), is_cat.clone(), hot.clone()
+    f = x.shape[2]
+    codes = torch.arange(int(k.max()), dtype=x.dtype)
+    for i in torch.nonzero(hot & is_cat.any(1)).flatten().tolist():
+        cols = torch.nonzero(is_cat[i]).flatten()
+        xi = x[i, :, cols]  # (N, C) codes, NaN where missing
+        block = xi[:, :, None] == codes  # (N, C, K)
+        seen = block.any(0)  # (C, K) categories present in the table
+        n_seen = seen.sum(1)
+        wide = (n_seen >= ONEHOT_MIN) & (n_seen <= ONEHOT_MAX)
+        width = int(n_feat[i]) + int((n_seen[wide] - 1).sum())
+        if not bool(wide.any()) or width > f:
+            hot[i] = False
+            continue
+        cols, xi, block, seen = cols[wide], xi[:, wide], block[:, wide], seen[wide]
+        block = block.to(x.dtype).masked_fill(torch.isnan(xi)[:, :, None], math.nan)
+        keep = torch.arange(f) < n_feat[i]
+        keep[cols] = False
+        n_keep = int(keep.sum())
+        parts = torch.cat([x[i][:, keep], block[:, seen]], dim=1)  # (N, width)
+        x[i] = 0.0
+        x[i, :, :width] = parts
+        cat = torch.zeros(f, dtype=torch.bool)
+        cat[:n_keep] = is_cat[i][keep]
+        cat[n_keep:width] = True
+        is_cat[i] = cat
+        n_feat[i] = width
+    hot &= is_cat.any(1) | ~hot
+    return x, n_feat, is_cat, hot
 
 
 # ---------------------------------------------------------------- rule families
