@@ -14,7 +14,9 @@ training never uses; the same datasets for every network).
 Prints a markdown table: share, training seconds, NLL on each held-out prior. With
 ``--checkpoints`` nothing is trained: each checkpoint (say v1, trained at share 0, and v2, at
 0.2) is scored on the same held-out tables, the rows and features of which must be within
-every checkpoint's limits.
+every checkpoint's limits, plus a column of the same rule tables with ``onehot_share=1``:
+the same draws, those narrow enough presented one-hot (about a quarter at 100 features), so
+the difference to the rules column is what the one-hot presentation changes.
 
 Measured (2-core CPU, one thread, ``--steps 1000``; d_model 64, 2 layers, 256 rows,
 32 features): NLL on SCM 1.2824 / 1.2853 / 1.2866 / 1.2910 and on rules 0.6370 / 0.6369 /
@@ -26,6 +28,7 @@ tables, so the share must be measured at the real model size and step count.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -89,11 +92,12 @@ def main() -> None:
             f"held-out NLL over {args.eval_batches} x 16 tables of {args.rows} rows, "
             f"{args.features} features, seed {args.seed}\n"
         )
-        print("| checkpoint | NLL scm | NLL rules | NLL v1 mixture |")
-        print("|---|---|---|---|")
+        hot = dataclasses.replace(rules, onehot_share=1.0)
+        print("| checkpoint | NLL scm | NLL rules | NLL rules one-hot | NLL v1 mixture |")
+        print("|---|---|---|---|---|")
         for path in args.checkpoints:
             net, _ = load_model(path, "classification", "cpu")
-            nll = [held_out_nll(net.eval(), p, args) for p in (scm, rules, v1)]
+            nll = [held_out_nll(net.eval(), p, args) for p in (scm, rules, hot, v1)]
             print(f"| {Path(path).stem} | " + " | ".join(f"{v:.4f}" for v in nll) + " |")
         return
     model = PFNConfig(
