@@ -21,8 +21,8 @@ cells are integer codes 0..k-1 stored as floats (``extras["categorical"]`` marks
 as ``TableEncoder`` presents real categorical columns, or (a share ``onehot_share`` of the
 tables) one 0/1 column per category, as ``categorical_encoding="onehot"`` presents them to
 the network; missing cells are NaN (the label is computed from the value before it went
-missing). Shares and noise are drawn per
-dataset from their hyperpriors; everything is vectorised over the batch.
+missing). Shares and noise are drawn per dataset from their hyperpriors; everything but
+the one-hot layout (a loop over the tables it expands) is vectorised over the batch.
 
 Shape legend: B batch, N rows, F features, K codes per column (max), L cell tests,
 R cells a rule may read, T terms of a DNF, M tests per term.
@@ -240,10 +240,11 @@ def _onehot(
     order, then a 0/1 block per expanded column, one column per category seen (NaN across
     the block where the cell is missing), zeros after. A table whose widened width exceeds
     F stays codes. Returns x, n_features, the categorical mask and the tables expanded."""
-    x, n_feat, is_cat, hot = x.clone(), n_feat.clone(), is_cat.clone(), hot.clone()
+    x, n_feat, is_cat = x.clone(), n_feat.clone(), is_cat.clone()
+    hot = hot & is_cat.any(1)
     f = x.shape[2]
     codes = torch.arange(int(k.max()), dtype=x.dtype)
-    for i in torch.nonzero(hot & is_cat.any(1)).flatten().tolist():
+    for i in torch.nonzero(hot).flatten().tolist():
         cols = torch.nonzero(is_cat[i]).flatten()
         xi = x[i, :, cols]  # (N, C) codes, NaN where missing
         block = xi[:, :, None] == codes  # (N, C, K)
@@ -267,7 +268,6 @@ def _onehot(
         cat[n_keep:width] = True
         is_cat[i] = cat
         n_feat[i] = width
-    hot &= is_cat.any(1) | ~hot
     return x, n_feat, is_cat, hot
 
 
